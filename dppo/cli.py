@@ -1,0 +1,37 @@
+"""``dppo`` console script.
+
+    dppo run --config-name=X --config-dir=cfg/...     same as python script/run.py
+    dppo data avoid|robomimic|gym [options]             make demonstration data here
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+DATA_MAKERS = {
+    "avoid": "dppo.data.demos.avoid",
+    "robomimic": "dppo.data.demos.robosuite",
+    "gym": "dppo.data.demos.locomotion",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from dppo.run import cli_main
+        cli_main(rest)
+    elif command == "data":
+        if not rest or rest[0] not in DATA_MAKERS:
+            sys.exit(f"usage: dppo data {{{'|'.join(DATA_MAKERS)}}} [options]")
+        importlib.import_module(DATA_MAKERS[rest[0]]).cli(rest[1:])
+    else:
+        sys.exit(f"unknown command '{command}'; expected 'run' or 'data' (see dppo --help)")
+
+
+if __name__ == "__main__":
+    main()

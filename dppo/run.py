@@ -1,0 +1,85 @@
+"""Hydra entry shared by ``script/run.py`` and ``dppo run``: build the agent named by ``_target_`` and run it.
+
+Configs written for the PyTorch reference work unchanged: their ``_target_`` class paths are mapped to
+this package's classes (``REFERENCE_TARGETS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+
+import hydra
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# reference class path -> dppo-tf class path
+REFERENCE_TARGETS = {
+    "agent.pretrain.train_diffusion_agent.TrainDiffusionAgent": "dppo.runners.pretrain.TrainDiffusionAgent",
+    "agent.pretrain.train_gaussian_agent.TrainGaussianAgent": "dppo.runners.pretrain.TrainGaussianAgent",
+    "agent.finetune.train_ppo_diffusion_agent.TrainPPODiffusionAgent": "dppo.runners.ppo.TrainPPODiffusionAgent",
+    "agent.finetune.train_ppo_gaussian_agent.TrainPPOGaussianAgent": "dppo.runners.ppo.TrainPPOGaussianAgent",
+    "agent.finetune.train_sac_agent.TrainSACAgent": "dppo.runners.off_policy.TrainSACAgent",
+    "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
+    "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
+    "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",
+    "model.diffusion.diffusion_ppo.PPODiffusion": "dppo.algos.ppo_diffusion.PPODiffusion",
+    "model.diffusion.mlp_diffusion.DiffusionMLP": "dppo.nets.diffusion_mlp.DiffusionMLP",
+    "model.common.critic.CriticObs": "dppo.nets.critics.CriticObs",
+    "model.common.critic.CriticObsAct": "dppo.nets.critics.CriticObsAct",
+    "model.common.gaussian.GaussianModel": "dppo.policies.gaussian.GaussianModel",
+    "model.common.gmm.GMMModel": "dppo.policies.gmm.GMMModel",
+    "model.common.mlp_gaussian.Gaussian_MLP": "dppo.nets.gaussian_mlp.Gaussian_MLP",
+    "model.common.mlp_gmm.GMM_MLP": "dppo.nets.gmm_mlp.GMM_MLP",
+    "model.rl.gaussian_ppo.PPO_Gaussian": "dppo.algos.ppo_gaussian.PPOGaussian",
+    "model.rl.gmm_ppo.PPO_GMM": "dppo.algos.ppo_gmm.PPOGMM",
+    "agent.dataset.sequence.StitchedSequenceDataset": "dppo.data.sequence.StitchedSequenceDataset",
+}
+
+
+def register_resolvers() -> None:
+    """The reference's OmegaConf resolvers: eval, round_up, round_down."""
+    for name, fn in (("eval", eval), ("round_up", math.ceil), ("round_down", math.floor)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def map_targets(cfg: DictConfig) -> None:
+    """Rewrite reference ``_target_`` paths in place (recursively)."""
+    if isinstance(cfg, DictConfig):
+        for key in list(cfg.keys()):
+            value = cfg._get_node(key)
+            if key == "_target_" and isinstance(cfg[key], str) and cfg[key] in REFERENCE_TARGETS:
+                cfg[key] = REFERENCE_TARGETS[cfg[key]]
+            elif isinstance(value, DictConfig):
+                map_targets(value)
+
+
+def run_config(cfg: DictConfig):
+    """Resolve, build the agent class named by ``cfg._target_`` with the whole config, and run it."""
+    OmegaConf.resolve(cfg)
+    OmegaConf.set_struct(cfg, False)
+    map_targets(cfg)
+    OmegaConf.set_struct(cfg, True)
+    if "_target_" not in cfg:
+        raise KeyError("the config has no top-level '_target_' naming the agent class to run")
+    agent = get_class(cfg._target_)(cfg)
+    return agent.run()
+
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg: DictConfig):
+    return run_config(cfg)
+
+
+def cli_main(argv: list[str] | None = None) -> None:
+    """Run Hydra with ``argv`` (defaults to sys.argv[1:])."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    register_resolvers()
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    main()
