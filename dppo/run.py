@@ -28,6 +28,7 @@ REFERENCE_TARGETS = {
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
     "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",
     "model.diffusion.diffusion_ppo.PPODiffusion": "dppo.algos.ppo_diffusion.PPODiffusion",
+    "model.diffusion.eta.EtaFixed": "dppo.algos.ppo_diffusion.EtaFixed",
     "model.diffusion.mlp_diffusion.DiffusionMLP": "dppo.nets.diffusion_mlp.DiffusionMLP",
     "model.common.critic.CriticObs": "dppo.nets.critics.CriticObs",
     "model.common.critic.CriticObsAct": "dppo.nets.critics.CriticObsAct",

@@ -18,7 +18,15 @@ Cond = dict[str, tf.Tensor]
 
 
 class DiffusionModel(tf.Module):
-    """A denoising network with its schedule: ``sample`` (compiled) and ``loss`` (pre-training)."""
+    """A denoising network with its schedule: ``sample`` (compiled) and ``loss`` (pre-training).
+
+    When ``actor_ft`` is set (fine-tuning, or evaluating a fine-tuned checkpoint), it runs the last
+    ``ft_denoising_steps`` reverse steps and the frozen ``network`` the others.
+    """
+
+    actor_ft: keras.layers.Layer | None = None
+    ft_denoising_steps: int = 0
+    use_base_policy: bool = False
 
     def __init__(self, network: keras.layers.Layer, horizon_steps: int, obs_dim: int, action_dim: int,
                  denoising_steps: int = 100, predict_epsilon: bool = True, denoised_clip_value: float = 1.0,
@@ -100,6 +108,9 @@ class DiffusionModel(tf.Module):
         return step if self.use_ddim else self.denoising_steps - 1 - step
 
     def net_for_step(self, step: int) -> keras.layers.Layer:
+        fine_tuned = step >= self.n_steps - self.ft_denoising_steps
+        if self.actor_ft is not None and fine_tuned and not self.use_base_policy:
+            return self.actor_ft
         return self.network
 
     def chain_steps(self) -> int:

@@ -92,6 +92,22 @@ def load_policy_weights(model: Any, path: str | Path) -> None:
     restore_group(ckpt, group, model.network.weights, path)
 
 
+def load_finetune_weights(model: Any, path: str | Path) -> None:
+    """Initialise a fine-tuning model: from a pre-training checkpoint, the base network ("ema" or "model")
+    is copied into ``actor_ft``; from a fine-tuning checkpoint, "network", "actor_ft" and "critic" are all
+    restored."""
+    ckpt = load_checkpoint(path)
+    names = groups_in(ckpt)
+    if "actor_ft" in names:
+        restore_group(ckpt, "network", model.network.weights, path)
+        restore_group(ckpt, "actor_ft", model.actor_ft.weights, path)
+        if "critic" in names:
+            restore_group(ckpt, "critic", model.critic.weights, path)
+        return
+    load_policy_weights(model, path)
+    model.sync_actor_ft()
+
+
 def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"state_{step}.npz"
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 class MetricLogger:
@@ -25,7 +28,12 @@ class MetricLogger:
         self.writer = tf.summary.create_file_writer(str(self.dir / "tensorboard"))
         self.wandb = None
         if wandb_cfg:
-            import wandb  # optional dependency
+            try:
+                import wandb  # optional dependency: pip install -e .[wandb]
+            except ImportError:
+                log.warning("config has a wandb block but wandb is not installed; logging to TensorBoard/CSV "
+                            "only (pass wandb=null to silence this)")
+                return
             self.wandb = wandb.init(project=wandb_cfg.get("project"), entity=wandb_cfg.get("entity"),
                                     name=wandb_cfg.get("run"), config=config, dir=str(self.dir))
 

@@ -1,0 +1,121 @@
+"""The reference's wrapper stack (spec 4.2-4.6): observation/action normalisation and the multi-step wrapper."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dppo.data.normalization import Normalization
+
+
+class NormalizeObsAction(gym.Wrapper):
+    """obs -> {"state": 2((o - min)/(max - min + 1e-6) - 0.5)[, "rgb": ...]}; action in [-1, 1] ->
+    (a + 1)/2 (max - min) + min. The env-specific wrappers of the reference (``d3il_lowdim``,
+    ``mujoco_locomotion_lowdim``, ``robomimic_lowdim``, ``robomimic_image``) all reduce to this."""
+
+    def __init__(self, env: gym.Env, normalization_path: str, clamp_obs: bool = False, **_: Any):
+        super().__init__(env)
+        self.norm = Normalization.load(normalization_path)
+        self.clamp_obs = clamp_obs
+        inner = env.observation_space
+        state_space = inner["state"] if isinstance(inner, spaces.Dict) else inner
+        if state_space.shape[-1] != self.norm.obs_min.shape[-1]:
+            raise ValueError(f"normalization file {normalization_path}: obs_min has dim {self.norm.obs_min.shape[-1]} "
+                             f"but the env's observation has dim {state_space.shape[-1]}")
+        state = spaces.Box(-np.inf, np.inf, state_space.shape, np.float32)
+        self.observation_space = spaces.Dict(
+            {**(dict(inner.spaces) if isinstance(inner, spaces.Dict) else {}), "state": state})
+        self.action_space = spaces.Box(-1.0, 1.0, env.action_space.shape, np.float32)
+
+    def _obs(self, obs: Any) -> dict[str, np.ndarray]:
+        out = dict(obs) if isinstance(obs, dict) else {"state": obs}
+        state = self.norm.normalize_obs(np.asarray(out["state"], dtype=np.float32))
+        out["state"] = np.clip(state, -1, 1) if self.clamp_obs else state.astype(np.float32)
+        return out
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return self._obs(obs), info
+
+    def step(self, action):
+        raw = self.norm.unnormalize_action(np.asarray(action, dtype=np.float32))
+        obs, reward, terminated, truncated, info = self.env.step(raw)
+        return self._obs(obs), reward, terminated, truncated, info
+
+
+class MultiStep(gym.Wrapper):
+    """Observation history of ``n_obs_steps`` and execution of ``n_action_steps`` actions per step (spec 4.2).
+
+    Executes the chunk's actions in order and stops at the first inner step that ends the episode; the
+    reward is the sum over executed steps. ``truncated`` is set when the inner env truncates or after
+    ``max_episode_steps`` inner steps. Unlike the reference (whose gym TimeLimit reported the time limit
+    as terminated=True [quirk]), a time limit is reported as truncated only, so value bootstrapping is right.
+    With ``reset_within_step`` the wrapper resets itself at episode end and puts the pre-reset stacked
+    observation in ``info["final_obs"]``. ``pass_full_observations`` puts every executed inner observation
+    (padded with the last one to n_action_steps rows) in ``info["full_obs"]``.
+    """
+
+    def __init__(self, env: gym.Env, n_obs_steps: int = 1, n_action_steps: int = 1,
+                 max_episode_steps: int | None = None, reward_agg_method: str = "sum", prev_action: bool = True,
+                 reset_within_step: bool = False, pass_full_observations: bool = False, **_: Any):
+        super().__init__(env)
+        if reward_agg_method != "sum":
+            raise ValueError(f"multi_step.reward_agg_method '{reward_agg_method}' is not supported; use 'sum'")
+        self.n_obs_steps, self.n_action_steps = n_obs_steps, n_action_steps
+        self.max_episode_steps = max_episode_steps
+        self.reset_within_step = reset_within_step
+        self.pass_full_observations = pass_full_observations
+        self.history: deque = deque(maxlen=max(n_obs_steps + 1, n_action_steps))
+        self.elapsed = 0
+        inner = env.observation_space
+        inner = inner if isinstance(inner, spaces.Dict) else spaces.Dict({"state": inner})
+        self.observation_space = spaces.Dict({
+            k: spaces.Box(np.broadcast_to(s.low, (n_obs_steps, *s.shape)),
+                          np.broadcast_to(s.high, (n_obs_steps, *s.shape)), dtype=s.dtype)
+            for k, s in inner.spaces.items()})
+        a = env.action_space
+        self.action_space = spaces.Box(np.broadcast_to(a.low, (n_action_steps, *a.shape)),
+                                       np.broadcast_to(a.high, (n_action_steps, *a.shape)), dtype=a.dtype)
+
+    @staticmethod
+    def _as_dict(obs: Any) -> dict[str, np.ndarray]:
+        return dict(obs) if isinstance(obs, dict) else {"state": np.asarray(obs)}
+
+    def _stacked(self) -> dict[str, np.ndarray]:
+        recent = list(self.history)[-self.n_obs_steps:]
+        recent = [recent[0]] * (self.n_obs_steps - len(recent)) + recent
+        return {k: np.stack([o[k] for o in recent]) for k in recent[-1]}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.elapsed = 0
+        self.history.clear()
+        self.history.append(self._as_dict(obs))
+        return self._stacked(), info
+
+    def step(self, action):
+        action = np.asarray(action).reshape(self.action_space.shape)
+        total, terminated, truncated, info, full = 0.0, False, False, {}, []
+        for a in action:
+            obs, reward, terminated, truncated, info = self.env.step(a)
+            self.elapsed += 1
+            self.history.append(self._as_dict(obs))
+            full.append(self.history[-1]["state"])
+            total += float(reward)
+            if self.max_episode_steps is not None and self.elapsed >= self.max_episode_steps and not terminated:
+                truncated = True
+            if terminated or truncated:
+                break
+        info = dict(info)
+        if self.pass_full_observations:
+            full += [full[-1]] * (self.n_action_steps - len(full))
+            info["full_obs"] = np.stack(full)
+        obs = self._stacked()
+        if self.reset_within_step and (terminated or truncated):
+            info["final_obs"] = obs
+            obs, _ = self.reset()
+        return obs, total, bool(terminated), bool(truncated), info

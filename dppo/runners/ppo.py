@@ -1,0 +1,290 @@
+"""On-policy fine-tuning loop (spec 2.6): rollout with the compiled sampler, GAE, compiled PPO update, logging,
+evaluation iterations, trajectory plots and exactly resumable checkpoints.
+
+The loop is policy-agnostic: the model provides ``act``, ``values``, ``values_and_log_probs``, ``update``,
+``trainable_actor_variables`` and ``critic`` (``PPODiffusion`` here; Gaussian/GMM PPO likewise).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from dppo.algos.advantage import gae
+from dppo.data.normalization import Normalization
+from dppo.envs.factory import make_from_config
+from dppo.runners.episodes import episode_stats
+from dppo.utils import checkpoint as ckpt
+from dppo.utils.logging import MetricLogger
+from dppo.utils.optim import AdamW
+from dppo.utils.reward_scaling import RunningRewardScaler
+from dppo.utils.scheduler import make_scheduler
+from dppo.utils.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+TRAIN_KEYS = {
+    "n_train_itr", "n_critic_warmup_itr", "n_steps", "gamma", "actor_lr", "actor_weight_decay",
+    "actor_lr_scheduler", "critic_lr", "critic_weight_decay", "critic_lr_scheduler", "save_model_freq", "val_freq",
+    "force_train", "render", "log_freq", "reward_scale_running", "reward_scale_const", "gae_lambda", "batch_size",
+    "update_epochs", "vf_coef", "ent_coef", "target_kl", "logprob_batch_size", "max_grad_norm", "plot_freq",
+    "bootstrap_truncated", "save_trajs", "reset_at_iteration", "grad_accumulate", "augment", "use_bc_loss",
+    "bc_loss_coeff", "plotter", "furniture_sparse_reward", "best_reward_threshold_for_success", "n_eval_episode",
+}
+
+
+def check_keys(block: DictConfig, known: set[str], where: str) -> None:
+    """Stop on config keys this runner does not know (typos would otherwise be ignored silently)."""
+    import difflib
+    unknown = [k for k in block.keys() if k not in known]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+        hint = "; ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items())
+        raise KeyError(f"unknown config key(s) in {where}: {hint}")
+
+
+def as_cond(obs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    return {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in obs.items()}
+
+
+class TrainPPOAgent:
+    """PPO fine-tuning of a policy in vectorised environments."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        check_keys(cfg.train, TRAIN_KEYS, "train")
+        self.seed = int(cfg.get("seed", 42))
+        seed_everything(self.seed)
+        self.logdir = Path(cfg.logdir)
+        self.checkpoint_dir = self.logdir / "checkpoint"
+        t = cfg.train
+        self.n_train_itr = int(t.n_train_itr)
+        self.n_critic_warmup_itr = int(t.get("n_critic_warmup_itr", 0))
+        self.n_steps = int(t.n_steps)
+        self.gamma, self.gae_lambda = float(t.gamma), float(t.get("gae_lambda", 0.95))
+        self.batch_size, self.update_epochs = int(t.batch_size), int(t.update_epochs)
+        self.vf_coef, self.ent_coef = float(t.get("vf_coef", 0.5)), float(t.get("ent_coef", 0.0))
+        self.target_kl = t.get("target_kl")
+        self.val_freq = int(t.get("val_freq", 10))
+        self.force_train = bool(t.get("force_train", False))
+        self.save_model_freq = int(t.get("save_model_freq", 100))
+        self.log_freq = int(t.get("log_freq", 1))
+        self.reward_scale_const = float(t.get("reward_scale_const", 1.0))
+        self.logprob_batch_size = int(t.get("logprob_batch_size", 10000))
+        self.bootstrap_truncated = bool(t.get("bootstrap_truncated", True))
+        self.render_freq = int(t.get("render", {}).get("freq", 0) or 0)
+        self.render_num = int(t.get("render", {}).get("num", 0) or 0)
+        self.act_steps = int(cfg.act_steps)
+        self.horizon_steps = int(cfg.horizon_steps)
+        self.reward_horizon = int(cfg.get("reward_horizon", self.act_steps))
+        env_cfg = cfg.env
+        self.n_envs = int(env_cfg.n_envs)
+        self.reset_at_iteration = bool(env_cfg.get("reset_at_iteration", True))
+        self.success_threshold = float(env_cfg.get("best_reward_threshold_for_success", 1.0))
+        self.save_full_obs = bool(env_cfg.get("save_full_observations", False))
+        self.venv = make_from_config(env_cfg, self.seed)
+        self.normalization = (Normalization.load(cfg.normalization_path) if cfg.get("normalization_path")
+                              else None)
+
+        self.model = self.build_model(cfg)
+        self.actor_scheduler = make_scheduler(float(t.actor_lr), t.get("actor_lr_scheduler"))
+        self.critic_scheduler = make_scheduler(float(t.critic_lr), t.get("critic_lr_scheduler"))
+        self.actor_optimizer = AdamW(self.model.trainable_actor_variables(), self.actor_scheduler.lr,
+                                     float(t.get("actor_weight_decay", 0.0)), max_grad_norm=t.get("max_grad_norm"),
+                                     name="actor_optimizer")
+        self.critic_optimizer = AdamW(self.model.critic.trainable_variables, self.critic_scheduler.lr,
+                                      float(t.get("critic_weight_decay", 0.0)), name="critic_optimizer")
+        self.model.set_optimizers(self.actor_optimizer, self.critic_optimizer)
+        self.reward_scaler = RunningRewardScaler(self.n_envs) if t.get("reward_scale_running", True) else None
+        self.itr = 0
+        self.env_steps = 0
+        self.history: list[dict[str, float]] = []
+        self.last_trajectories: list[np.ndarray] = []
+        if cfg.get("resume", False):
+            self.resume()
+
+    def build_model(self, cfg: DictConfig) -> Any:
+        """The fine-tuning model; the actor network is built twice (frozen base and trainable copy)."""
+        model_cfg = cfg.model
+        actor_ft = hydra.utils.instantiate(model_cfg.actor)
+        return hydra.utils.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed)
+
+    # checkpoints -----------------------------------------------------------------------------------------
+    def checkpoint_groups(self) -> dict[str, list]:
+        return {"network": self.model.network.weights, "actor_ft": self.model.actor_ft.weights,
+                "critic": self.model.critic.weights, "optimizer/actor": self.actor_optimizer.state,
+                "optimizer/critic": self.critic_optimizer.state}
+
+    def save(self) -> Path:
+        extra = {f"reward_scaler/{k}": v for k, v in (self.reward_scaler.state() if self.reward_scaler else {}).items()}
+        return ckpt.save_checkpoint(
+            ckpt.checkpoint_path(self.checkpoint_dir, self.itr), self.checkpoint_groups(),
+            {"itr": self.itr, "env_steps": self.env_steps, "rng": self.model.rng.state.numpy(),
+             "actor_scheduler_steps": self.actor_scheduler.steps, "critic_scheduler_steps": self.critic_scheduler.steps,
+             "ft_denoising_steps": getattr(self.model, "ft_denoising_steps", 0),
+             "np_rng": np.random.get_state()[1], **extra})
+
+    def resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+            return
+        state = ckpt.load_checkpoint(path)
+        for group, variables in self.checkpoint_groups().items():
+            ckpt.restore_group(state, group, variables, path)
+        self.itr = int(ckpt.meta(state, "itr")) + 1
+        self.env_steps = int(ckpt.meta(state, "env_steps"))
+        self.model.rng.reset(ckpt.meta(state, "rng"))
+        self.actor_scheduler.steps = int(ckpt.meta(state, "actor_scheduler_steps"))
+        self.critic_scheduler.steps = int(ckpt.meta(state, "critic_scheduler_steps"))
+        np.random.set_state(("MT19937", ckpt.meta(state, "np_rng").astype(np.uint32), 0, 0, 0.0))
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state({k: state[f"meta/reward_scaler/{k}"]
+                                           for k in ("returns", "mean", "var", "count")})
+        log.info("resumed from %s; next iteration %d", path, self.itr)
+
+    # rollout ---------------------------------------------------------------------------------------------
+    def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
+        n_s, n_e = self.n_steps, self.n_envs
+        obs_buf = {k: np.zeros((n_s, *v.shape), np.float32) for k, v in obs.items()}
+        samples, rewards = None, np.zeros((n_s, n_e), np.float32)
+        terminated = np.zeros((n_s, n_e), bool)
+        truncated = np.zeros((n_s, n_e), bool)
+        final_values = np.zeros((n_s, n_e), np.float32)
+        firsts = np.zeros((n_s + 1, n_e), np.float32)
+        firsts[0] = firsts0
+        full_obs = []
+        for step in range(n_s):
+            for k, v in obs.items():
+                obs_buf[k][step] = v
+            action, sample = self.model.act(as_cond(obs), deterministic)
+            if samples is None:
+                samples = np.zeros((n_s, *sample.shape), np.float32)
+            samples[step] = sample.numpy()
+            obs, reward, term, trunc, info = self.venv.step(action.numpy()[:, :self.act_steps])
+            rewards[step], terminated[step], truncated[step] = reward, term, trunc
+            firsts[step + 1] = term | trunc
+            ended = trunc & ~term
+            if not deterministic and self.bootstrap_truncated and ended.any() and "final_obs" in info:
+                rows = np.flatnonzero(ended & info["_final_obs"])
+                if len(rows):
+                    fo = {k: v[rows] for k, v in info["final_obs"].items()}
+                    final_values[step, rows] = self.model.values(as_cond(fo)).numpy()
+            if self.save_full_obs and "full_obs" in info:
+                full_obs.append(info["full_obs"])
+        return {"obs": obs_buf, "samples": samples, "rewards": rewards, "terminated": terminated,
+                "truncated": truncated, "final_values": final_values, "firsts": firsts, "last_obs": obs,
+                "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None}
+
+    def trajectories(self, first_obs: np.ndarray, full_obs: np.ndarray | None) -> list[np.ndarray]:
+        """Raw per-env paths of the first two state columns (the Avoid task's desired xy), for plots."""
+        if full_obs is None or self.normalization is None:
+            return []
+        states = np.concatenate([first_obs[:, None], full_obs], axis=1)
+        raw = self.normalization.unnormalize_obs(states)
+        return [raw[e] for e in range(raw.shape[0])]
+
+    # update ----------------------------------------------------------------------------------------------
+    def prepare_batch(self, ro: dict[str, Any]) -> dict[str, Any]:
+        n_s, n_e = self.n_steps, self.n_envs
+        flat = {k: v.reshape(n_s * n_e, *v.shape[2:]) for k, v in ro["obs"].items()}
+        samples = ro["samples"].reshape(n_s * n_e, *ro["samples"].shape[2:])
+        values, log_probs = [], []
+        for start in range(0, n_s * n_e, self.logprob_batch_size):
+            sl = slice(start, start + self.logprob_batch_size)
+            v, lp = self.model.values_and_log_probs(as_cond({k: x[sl] for k, x in flat.items()}),
+                                                    tf.constant(samples[sl]))
+            values.append(v.numpy())
+            log_probs.append(lp.numpy())
+        values = np.concatenate(values).reshape(n_s, n_e)
+        rewards = ro["rewards"]
+        if self.reward_scaler is not None:
+            rewards = self.reward_scaler(rewards, ro["firsts"][:-1])
+        next_value = self.model.values(as_cond(ro["last_obs"])).numpy()
+        adv, returns = gae(self.reward_scale_const * rewards, values, next_value, ro["terminated"].astype(np.float32),
+                           self.gamma, self.gae_lambda,
+                           ro["truncated"] if self.bootstrap_truncated else None, ro["final_values"])
+        return {"cond": as_cond(flat), "samples": tf.constant(samples), "returns": tf.constant(returns.reshape(-1)),
+                "values": tf.constant(values.reshape(-1)), "advantages": tf.constant(adv.reshape(-1)),
+                "log_probs": tf.constant(np.concatenate(log_probs))}
+
+    # main loop -------------------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, float]]:
+        logger = MetricLogger(self.logdir, _wandb_cfg(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
+        if self.itr:
+            logger.truncate(self.itr - 1)
+        start = time.time()
+        obs, done = None, np.ones(self.n_envs, np.float32)
+        bar = tqdm(range(self.itr, self.n_train_itr), desc="fine-tune", unit="itr", initial=self.itr,
+                   total=self.n_train_itr, dynamic_ncols=True)
+        for itr in bar:
+            self.itr = itr
+            t0 = time.time()
+            eval_mode = itr % self.val_freq == 0 and not self.force_train
+            if obs is None or self.reset_at_iteration or eval_mode:
+                obs, _ = self.venv.reset(seed=self.seed + itr if self.reset_at_iteration else None)
+                done = np.ones(self.n_envs, np.float32)
+            ro = self.rollout(obs, done, deterministic=eval_mode)
+            obs, done = ro["last_obs"], ro["firsts"][-1]
+            stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
+            self.last_trajectories = self.trajectories(ro["obs"]["state"][0, :, -1], ro["full_obs"])
+            t_rollout = time.time() - t0
+            prefix = "eval" if eval_mode else "train"
+            metrics = {f"{prefix}/{k}": v for k, v in stats.items()}
+            if not eval_mode:
+                self.env_steps += self.n_envs * self.n_steps * self.act_steps
+                t1 = time.time()
+                batch = self.prepare_batch(ro)
+                train_actor = itr >= self.n_critic_warmup_itr
+                upd = self.model.update(batch, train_actor, self.batch_size, self.update_epochs, self.vf_coef,
+                                        self.ent_coef, self.target_kl, self.reward_horizon)
+                if not np.isfinite(upd["loss"]):
+                    raise FloatingPointError(f"PPO loss is {upd['loss']} at iteration {itr}; lower train.actor_lr")
+                ret, val = batch["returns"].numpy(), batch["values"].numpy()
+                metrics.update({f"loss/{k}": v for k, v in upd.items()})
+                metrics["train/explained_variance"] = float(1 - np.var(ret - val) / max(np.var(ret), 1e-8))
+                metrics["time/update"] = time.time() - t1
+                if train_actor:
+                    self.actor_scheduler.step()
+                    self.actor_optimizer.set_lr(self.actor_scheduler.lr)
+            self.critic_scheduler.step()
+            self.critic_optimizer.set_lr(self.critic_scheduler.lr)
+            metrics.update({"env_steps": self.env_steps, "time/rollout": t_rollout, "time/wall": time.time() - start,
+                            "lr/actor": float(self.actor_optimizer.learning_rate.numpy()),
+                            "lr/critic": float(self.critic_optimizer.learning_rate.numpy())})
+            if self.render_freq and itr % self.render_freq == 0 and self.last_trajectories:
+                self.plot(itr)
+            if itr % self.save_model_freq == 0 or itr == self.n_train_itr - 1:
+                self.save()
+            if itr % self.log_freq == 0:
+                logger.log(itr, metrics)
+            self.history.append({"itr": itr, **metrics})
+            bar.set_postfix({"succ": f"{stats['success_rate']:.2f}", "ret": f"{stats['avg_episode_reward']:.1f}",
+                             "mode": prefix})
+        logger.close()
+        self.venv.close()
+        return self.history
+
+    def plot(self, itr: int) -> None:
+        from dppo.viz.trajectories import save_avoid_plot
+        rng = np.random.default_rng(itr)
+        pick = rng.choice(len(self.last_trajectories), min(self.render_num, len(self.last_trajectories)),
+                          replace=False)
+        save_avoid_plot(self.logdir / "render" / f"traj-{itr}.png",
+                        [self.last_trajectories[i][:, :2] for i in pick], title=f"iteration {itr}")
+
+
+TrainPPODiffusionAgent = TrainPPOAgent
+
+
+def _wandb_cfg(cfg: DictConfig) -> dict | None:
+    w = cfg.get("wandb")
+    return OmegaConf.to_container(w, resolve=True) if w else None
