@@ -154,7 +154,7 @@ class PPODiffusion(DiffusionModel):
     def values(self, cond: Cond) -> tf.Tensor:
         return self._values(cond)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def _values(self, cond: Cond) -> tf.Tensor:
         return self.critic(cond)
 

@@ -208,7 +208,6 @@ def sac_from_config(cfg: DictConfig, seed: int) -> SAC:
     model, train = cfg.get("model") or {}, cfg.train
     actor, critic = _plain(model.get("actor")), _plain(model.get("critic"))
     action_dim = int(cfg.action_dim)
-    act_steps = int(cfg.get("act_steps", 1))
     target_entropy = train.get("target_entropy")
     return SAC(
         obs_dim=int(cfg.obs_dim), action_dim=action_dim, horizon_steps=int(cfg.get("horizon_steps", 1)),
@@ -365,7 +364,7 @@ class TrainSACAgent:
                 bar.set_postfix(eval=f"{eval_mean:.1f}")
             if self.itr % self.save_model_freq == 0 or self.itr == self.n_train_itr:
                 self.save()
-            if self.itr % self.log_freq == 0 or evaluated:
+            if self.itr % self.log_freq == 0 or evaluated or self.itr == self.n_train_itr:
                 row = {"total env step": self.env_steps, "wall_time": time.time() - start,
                        "buffer size": len(self.buffer)}
                 if "loss_critic" in metrics:

@@ -22,6 +22,7 @@ from dppo.algos.advantage import gae
 from dppo.data.normalization import Normalization
 from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
+from dppo.runners.rollout import as_cond, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.logging import MetricLogger
 from dppo.utils.optim import AdamW
@@ -50,9 +51,6 @@ def check_keys(block: DictConfig, known: set[str], where: str) -> None:
         hint = "; ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items())
         raise KeyError(f"unknown config key(s) in {where}: {hint}")
 
-
-def as_cond(obs: dict[str, np.ndarray]) -> dict[str, tf.Tensor]:
-    return {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in obs.items()}
 
 
 class TrainPPOAgent:
@@ -153,44 +151,9 @@ class TrainPPOAgent:
 
     # rollout ---------------------------------------------------------------------------------------------
     def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
-        n_s, n_e = self.n_steps, self.n_envs
-        obs_buf = {k: np.zeros((n_s, *v.shape), np.float32) for k, v in obs.items()}
-        samples, rewards = None, np.zeros((n_s, n_e), np.float32)
-        terminated = np.zeros((n_s, n_e), bool)
-        truncated = np.zeros((n_s, n_e), bool)
-        final_values = np.zeros((n_s, n_e), np.float32)
-        firsts = np.zeros((n_s + 1, n_e), np.float32)
-        firsts[0] = firsts0
-        full_obs = []
-        for step in range(n_s):
-            for k, v in obs.items():
-                obs_buf[k][step] = v
-            action, sample = self.model.act(as_cond(obs), deterministic)
-            if samples is None:
-                samples = np.zeros((n_s, *sample.shape), np.float32)
-            samples[step] = sample.numpy()
-            obs, reward, term, trunc, info = self.venv.step(action.numpy()[:, :self.act_steps])
-            rewards[step], terminated[step], truncated[step] = reward, term, trunc
-            firsts[step + 1] = term | trunc
-            ended = trunc & ~term
-            if not deterministic and self.bootstrap_truncated and ended.any() and "final_obs" in info:
-                rows = np.flatnonzero(ended & info["_final_obs"])
-                if len(rows):
-                    fo = {k: v[rows] for k, v in info["final_obs"].items()}
-                    final_values[step, rows] = self.model.values(as_cond(fo)).numpy()
-            if self.save_full_obs and "full_obs" in info:
-                full_obs.append(info["full_obs"])
-        return {"obs": obs_buf, "samples": samples, "rewards": rewards, "terminated": terminated,
-                "truncated": truncated, "final_values": final_values, "firsts": firsts, "last_obs": obs,
-                "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None}
-
-    def trajectories(self, first_obs: np.ndarray, full_obs: np.ndarray | None) -> list[np.ndarray]:
-        """Raw per-env paths of the first two state columns (the Avoid task's desired xy), for plots."""
-        if full_obs is None or self.normalization is None:
-            return []
-        states = np.concatenate([first_obs[:, None], full_obs], axis=1)
-        raw = self.normalization.unnormalize_obs(states)
-        return [raw[e] for e in range(raw.shape[0])]
+        value_fn = None if deterministic or not self.bootstrap_truncated else self.model.values
+        return rollout(self.venv, lambda cond: self.model.act(cond, deterministic), obs, firsts0, self.n_steps,
+                       self.act_steps, value_fn)
 
     # update ----------------------------------------------------------------------------------------------
     def prepare_batch(self, ro: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +198,7 @@ class TrainPPOAgent:
             ro = self.rollout(obs, done, deterministic=eval_mode)
             obs, done = ro["last_obs"], ro["firsts"][-1]
             stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
-            self.last_trajectories = self.trajectories(ro["obs"]["state"][0, :, -1], ro["full_obs"])
+            self.last_trajectories = raw_paths(ro, self.normalization)
             t_rollout = time.time() - t0
             prefix = "eval" if eval_mode else "train"
             metrics = {f"{prefix}/{k}": v for k, v in stats.items()}

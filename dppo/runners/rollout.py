@@ -1,0 +1,67 @@
+"""Collecting chunk-level rollouts from a vector env with a compiled policy (shared by training and evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from dppo.data.normalization import Normalization
+
+Cond = dict[str, tf.Tensor]
+
+
+def as_cond(obs: dict[str, np.ndarray]) -> Cond:
+    return {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in obs.items()}
+
+
+def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, tf.Tensor | None]],
+            obs: dict[str, np.ndarray], firsts0: np.ndarray, n_steps: int, act_steps: int,
+            value_fn: Callable[[Cond], tf.Tensor] | None = None) -> dict[str, Any]:
+    """Run ``n_steps`` policy steps in all envs. ``act(cond) -> (chunk (N, T_p, D_a), sample to store or None)``;
+    the first ``act_steps`` actions of each chunk are executed. ``value_fn`` evaluates V on the final
+    observation of episodes that were truncated (for bootstrapping). ``firsts`` (n_steps + 1, N) follows the
+    reference: firsts[0] = ``firsts0``, firsts[i + 1] = episode ended at step i."""
+    n_e = venv.num_envs
+    obs_buf = {k: np.zeros((n_steps, *np.shape(v)), np.float32) for k, v in obs.items()}
+    samples = None
+    rewards = np.zeros((n_steps, n_e), np.float32)
+    terminated = np.zeros((n_steps, n_e), bool)
+    truncated = np.zeros((n_steps, n_e), bool)
+    final_values = np.zeros((n_steps, n_e), np.float32)
+    firsts = np.zeros((n_steps + 1, n_e), np.float32)
+    firsts[0] = firsts0
+    full_obs = []
+    for step in range(n_steps):
+        for k, v in obs.items():
+            obs_buf[k][step] = v
+        action, sample = act(as_cond(obs))
+        if sample is not None:
+            if samples is None:
+                samples = np.zeros((n_steps, *sample.shape), np.float32)
+            samples[step] = sample.numpy()
+        obs, reward, term, trunc, info = venv.step(action.numpy()[:, :act_steps])
+        rewards[step], terminated[step], truncated[step] = reward, term, trunc
+        firsts[step + 1] = term | trunc
+        ended = trunc & ~term
+        if value_fn is not None and ended.any() and "final_obs" in info:
+            rows = np.flatnonzero(ended & info["_final_obs"])
+            if len(rows):
+                final_values[step, rows] = value_fn(as_cond({k: v[rows] for k, v in info["final_obs"].items()}))
+        if "full_obs" in info:
+            full_obs.append(info["full_obs"])
+    return {"obs": obs_buf, "samples": samples, "rewards": rewards, "terminated": terminated, "truncated": truncated,
+            "final_values": final_values, "firsts": firsts, "last_obs": obs,
+            "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None}
+
+
+def raw_paths(ro: dict[str, Any], normalization: Normalization | None) -> list[np.ndarray]:
+    """Per-env unnormalised state paths (first observation, then every executed env step), for plots."""
+    if ro["full_obs"] is None or normalization is None:
+        return []
+    states = np.concatenate([ro["obs"]["state"][0, :, -1][:, None], ro["full_obs"]], axis=1)
+    raw = normalization.unnormalize_obs(states)
+    return [raw[e] for e in range(raw.shape[0])]

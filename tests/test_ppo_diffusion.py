@@ -1,0 +1,121 @@
+"""DPPO's chain log-probabilities, clip schedule and PPO loss against numbers computed independently."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dppo.algos.ppo_diffusion import PPODiffusion, clip_coefficients
+from dppo.nets.critics import CriticObs
+from dppo.nets.diffusion_mlp import DiffusionMLP
+
+
+def make_model(k=5, kp=3, **kw):
+    net = lambda: DiffusionMLP(2, 2, 3, time_dim=8, mlp_dims=[16, 16, 16], residual_style=True)  # noqa: E731
+    return PPODiffusion(actor=net(), actor_ft=net(), critic=CriticObs(3, [16, 16]), ft_denoising_steps=kp,
+                        horizon_steps=2, obs_dim=3, action_dim=2, denoising_steps=k, seed=1, **kw)
+
+
+def test_clip_coefficients_match_the_spec_vector():
+    got = clip_coefficients(tf.range(10), 10, 0.01, 0.001, 3.0).numpy()
+    want = [0.001, 0.001187, 0.001447, 0.00181, 0.002317, 0.003025, 0.004013, 0.005391, 0.007315, 0.01]
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    assert clip_coefficients(tf.constant([0]), 1, 0.1, 0.01, 3.0).numpy()[0] == pytest.approx(0.1)
+
+
+def test_chain_layout_and_frozen_vs_finetuned_steps():
+    m = make_model(k=5, kp=3)
+    cond = {"state": tf.random.normal((4, 1, 3))}
+    action, chain = m.sample(cond, deterministic=False, return_chain=True)
+    assert chain.shape == (4, 4, 2, 2)
+    np.testing.assert_array_equal(chain[:, -1], action)
+    assert [m.net_for_step(s) is m.actor_ft for s in range(5)] == [False, False, True, True, True]
+    full = make_model(k=4, kp=4)
+    _, chain = full.sample(cond, return_chain=True)
+    assert chain.shape == (4, 5, 2, 2)  # K' = K: the initial noise is the chain's first entry
+
+
+def test_chain_log_probs_match_closed_form_gaussian():
+    m = make_model(k=5, kp=3, min_logprob_denoising_std=0.1)
+    s = m.schedule
+    cond = {"state": tf.random.normal((2, 1, 3))}
+    _, chain = m.sample(cond, return_chain=True)
+    got = m.chain_log_probs(cond, chain).numpy()  # (2, 3, 2, 2)
+    x = chain.numpy()
+    for b in range(2):
+        for k in range(3):
+            t = 2 - k  # fine-tuned steps run t = K'-1 ... 0
+            eps = m.actor_ft(x[b:b + 1, k], tf.constant([t]), {"state": cond["state"][b:b + 1]}).numpy()[0]
+            x0 = np.clip(np.sqrt(1 / s.alphas_cumprod[t]) * x[b, k] - np.sqrt(1 / s.alphas_cumprod[t] - 1) * eps, -1, 1)
+            ac_prev = s.alphas_cumprod[t - 1] if t > 0 else 1.0
+            mean = (s.betas[t] * np.sqrt(ac_prev) / (1 - s.alphas_cumprod[t]) * x0
+                    + (1 - ac_prev) * np.sqrt(s.alphas[t]) / (1 - s.alphas_cumprod[t]) * x[b, k])
+            var = s.betas[t] * (1 - ac_prev) / (1 - s.alphas_cumprod[t])
+            std = max(np.sqrt(max(var, 1e-20)), 0.1)
+            want = -0.5 * ((x[b, k + 1] - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+            np.testing.assert_allclose(got[b, k], want, rtol=1e-4, atol=1e-4)
+
+
+def test_stochastic_sampling_std_floor_applies_to_every_step():
+    m = make_model(k=5, kp=2, min_sampling_denoising_std=0.3)
+    std = tf.constant(0.01)
+    assert [float(m.sampling_std(std, s, False)) for s in range(5)] == pytest.approx([0.3] * 5)
+    assert [float(m.sampling_std(std, s, True)) for s in range(5)] == pytest.approx([0.01] * 4 + [0.0])
+
+
+def test_ppo_loss_on_a_tiny_batch():
+    m = make_model(k=5, kp=3, gamma_denoising=0.5, clip_ploss_coef=0.2, clip_ploss_coef_base=0.1,
+                   clip_ploss_coef_rate=1.0)
+    new = np.array([0.3, -0.2, 0.05, 0.0], np.float32)  # per-row mean log-prob under the new policy
+    old = np.array([0.0, 0.0, 0.0, 0.0], np.float32)
+    m.transition_log_prob = lambda c, xp, xn, k, net=None: tf.reshape(tf.constant(new), (4, 1, 1)) * tf.ones(
+        (4, 2, 2))
+    m.critic = lambda c, training=False: tf.constant([1.0, 2.0, 3.0, 4.0])
+    k = np.array([0, 1, 2, 2], np.int32)
+    adv = np.array([1.0, -1.0, 2.0, 0.0], np.float32)
+    ret = np.array([1.5, 2.0, 2.0, 4.0], np.float32)
+    z = tf.zeros((4, 2, 2))
+    out = m.loss({"state": tf.zeros((4, 1, 3))}, z, z, tf.constant(k), tf.constant(ret), tf.constant(ret),
+                 tf.constant(adv), tf.reshape(tf.constant(old), (4, 1, 1)) * tf.ones((4, 2, 2)), reward_horizon=2)
+    a = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+    a = a * 0.5 ** (2 - k)  # gamma_denoising^(K'-1-k)
+    ratio = np.exp(new - old)
+    clip = 0.1 + 0.1 * (np.exp(k / 2) - 1) / (np.e - 1)
+    pg = np.mean(np.maximum(-a * ratio, -a * np.clip(ratio, 1 - clip, 1 + clip)))
+    assert float(out["pg_loss"]) == pytest.approx(pg, rel=1e-5)
+    assert float(out["v_loss"]) == pytest.approx(0.5 * np.mean((np.array([1, 2, 3, 4]) - ret) ** 2))
+    assert float(out["clipfrac"]) == pytest.approx(np.mean(np.abs(ratio - 1) > clip))
+    assert float(out["approx_kl"]) == pytest.approx(np.mean(ratio - 1 - np.log(ratio)), rel=1e-5)
+
+
+def test_log_probs_are_clamped_before_averaging():
+    m = make_model(k=5, kp=3)
+    lp = np.full((1, 2, 2), -9.0, np.float32)
+    lp[0, 0, 0] = 1.0
+    m.transition_log_prob = lambda c, xp, xn, k, net=None: tf.constant(lp)
+    m.critic = lambda c, training=False: tf.zeros((1,))
+    z = tf.zeros((1, 2, 2))
+    out = m.loss({"state": tf.zeros((1, 1, 3))}, z, z, tf.constant([2]), tf.zeros(1), tf.zeros(1), tf.ones(1),
+                 tf.constant(np.zeros((1, 2, 2), np.float32)), reward_horizon=1)
+    # horizon 1 keeps [1, -9]; clamped to [1, -5] and averaged: log ratio = -2
+    assert float(out["ratio"]) == pytest.approx(np.exp(-2.0), rel=1e-5)
+
+
+def test_update_moves_actor_ft_but_not_the_frozen_network():
+    from dppo.utils.optim import AdamW
+    m = make_model(k=5, kp=3)
+    m.set_optimizers(AdamW(m.trainable_actor_variables(), 1e-2), AdamW(m.critic.trainable_variables, 1e-2))
+    cond = {"state": tf.random.normal((8, 1, 3))}
+    _, chains = m.sample(cond, return_chain=True)
+    v, lp = m.values_and_log_probs(cond, chains)
+    base = [w.numpy() for w in m.network.weights]
+    ft = [w.numpy() for w in m.actor_ft.weights]
+    batch = {"cond": cond, "samples": chains, "returns": tf.ones(8), "values": v,
+             "advantages": tf.random.normal((8,)), "log_probs": lp}
+    out = m.update(batch, True, batch_size=6, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=None,
+                   reward_horizon=2)
+    assert out["n_minibatches"] == 8  # 24 transitions // 6 per epoch x 2 epochs
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(base, m.network.weights))
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(ft, m.actor_ft.weights))
+    out = m.update(batch, True, batch_size=6, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=-1.0,
+                   reward_horizon=2)
+    assert out["n_minibatches"] == 1  # target_kl stops after the first minibatch
