@@ -22,6 +22,7 @@ from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
 from dppo.runners.rollout import raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
+from dppo.utils.logging import save_config
 from dppo.utils.seeding import seed_everything
 
 
@@ -48,6 +49,7 @@ class EvalDiffusionAgent:
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
         self.logdir = Path(cfg.logdir)
+        save_config(cfg, self.logdir)
         self.n_steps, self.act_steps = int(cfg.n_steps), int(cfg.act_steps)
         self.render_num = int(cfg.get("render_num", 0))
         self.venv = make_from_config(cfg.env, self.seed)

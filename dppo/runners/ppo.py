@@ -24,7 +24,7 @@ from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
 from dppo.runners.rollout import as_cond, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger
+from dppo.utils.logging import MetricLogger, save_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
@@ -62,6 +62,7 @@ class TrainPPOAgent:
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
         self.logdir = Path(cfg.logdir)
+        save_config(cfg, self.logdir)
         self.checkpoint_dir = self.logdir / "checkpoint"
         t = cfg.train
         self.n_train_itr = int(t.n_train_itr)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger
+from dppo.utils.logging import MetricLogger, save_config
 from dppo.utils.optim import AdamW
 from dppo.utils.scheduler import make_scheduler
 from dppo.utils.seeding import seed_everything
@@ -43,6 +43,7 @@ class TrainDiffusionAgent:
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
         self.logdir = Path(cfg.logdir)
+        save_config(cfg, self.logdir)
         self.checkpoint_dir = self.logdir / "checkpoint"
         train = cfg.train
         self.n_epochs = int(train.n_epochs)

@@ -13,6 +13,14 @@ import tensorflow as tf
 log = logging.getLogger(__name__)
 
 
+def save_config(cfg: Any, log_dir: str | Path) -> None:
+    """Write the resolved run config to ``<log_dir>/config.yaml`` (used by ``dppo export``)."""
+    from omegaconf import OmegaConf
+    path = Path(log_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path / "config.yaml", resolve=True)
+
+
 class MetricLogger:
     """``log(step, metrics)`` writes TensorBoard scalars under ``<dir>/tensorboard`` and ``<dir>/metrics.csv``."""
 
