@@ -43,7 +43,7 @@ def evaluate(run: Path, tag: str, checkpoint: Path, n_episodes: int, seed: int) 
     from dppo.runners.evaluate import EvalDiffusionAgent
     cfg = load_cfg("eval", "eval_diffusion_mlp", [
         f"logdir={run / f'eval_{tag}'}", f"base_policy_path={checkpoint}", f"env.n_envs={n_episodes}",
-        f"render_num={n_episodes}", f"seed={seed}", "wandb=null"])
+        f"render_num={n_episodes}", f"seed={seed}"])
     agent = EvalDiffusionAgent(cfg)
     result = agent.run()
     result["paths"] = [p[:, :2] for p in agent.paths]
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
         "train.batch_size=128", "train.learning_rate=1e-3", f"train.lr_scheduler.first_cycle_steps={e}",
         "train.lr_scheduler.warmup_steps=10", "train.lr_scheduler.min_lr=1e-4", f"train.save_model_freq={e}",
         "train.epoch_start_ema=10", "train.update_ema_freq=1", "ema.decay=0.99"])
-    pre = TrainDiffusionAgent(pre_cfg)
-    pre_result = pre.run()
     pre_ckpt = run / "pretrain" / "checkpoint" / f"state_{e}.npz"
+    pre_cfg.resume = True  # a re-run of the demo in the same folder continues where it stopped
+    pre_result = TrainDiffusionAgent(pre_cfg).run()
 
     print("[3/5] evaluating the pre-trained policy", flush=True)
     before = evaluate(run, "pretrained", pre_ckpt, args.eval_episodes, args.seed)
@@ -90,15 +90,16 @@ def main(argv: list[str] | None = None) -> dict:
     from dppo.runners.ppo import TrainPPODiffusionAgent
     ft_cfg = load_cfg("finetune", "ft_ppo_diffusion_mlp", [
         f"logdir={run / 'finetune'}", f"base_policy_path={pre_ckpt}", f"seed={args.seed}", "wandb=null",
-        f"train.n_train_itr={args.ft_itr}", "train.render.freq=5"])
+        f"train.n_train_itr={args.ft_itr}", "train.render.freq=5", "+resume=true"])
     ft = TrainPPODiffusionAgent(ft_cfg)
-    history = ft.run()
+    ft.run()
+    from dppo.viz.curves import plot_learning_curves, read_metrics
+    curve = read_metrics(run / "finetune" / "metrics.csv")
     ft_ckpt = run / "finetune" / "checkpoint" / f"state_{args.ft_itr - 1}.npz"
 
     print("[5/5] evaluating the fine-tuned policy", flush=True)
     after = evaluate(run, "finetuned", ft_ckpt, args.eval_episodes, args.seed)
 
-    from dppo.viz.curves import plot_learning_curves
     from dppo.viz.trajectories import plot_avoid_grid
     plot_avoid_grid(run / "trajectories.png", {
         ("M2", f"pre-trained: success {before['success_rate']:.0%}"): before.pop("paths"),
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "pretrain_loss": pre_result["loss"], "pretrain_seconds": pre_result["wall_time"],
         "before": before, "after": after,
-        "train_success_first_itr": history[0]["train/success_rate"],
-        "train_success_last_itr": history[-1]["train/success_rate"],
+        "train_success_per_itr": curve["train/success_rate"].round(3).tolist(),
         "env_steps": ft.env_steps, "wall_seconds": time.time() - start, "run": str(run),
     }
     (run / "summary.json").write_text(json.dumps(summary, indent=2))

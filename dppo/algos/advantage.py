@@ -11,10 +11,12 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_value: np.ndarray, termina
     """Advantages and returns for (n_steps, n_envs) arrays.
 
     delta_t = r_t + gamma V_{t+1} (1 - term_t) - V_t ;  A_t = delta_t + gamma lambda (1 - term_t) A_{t+1};
-    V_{n_steps} = ``next_value``. Only ``terminated`` cuts the recursion in the reference, so at a truncation
-    it bootstraps from the first value of the next episode [quirk]. Passing ``truncated`` and
-    ``final_values`` (V of the observation the truncated episode ended in) fixes it: the episode's last
-    delta bootstraps from its own final state and the recursion stops there.
+    V_{n_steps} = ``next_value``. Only ``terminated`` cuts the recursion in the reference, so when an env
+    truncates and resets itself within a step it bootstraps from the first value of the next episode [quirk].
+    Passing ``truncated`` (steps after which a truncated env reset itself) and ``final_values`` (V of the
+    observation that episode ended in) fixes it: the episode's last delta bootstraps from its own final
+    state and the recursion stops there. A truncation without a reset (the last step of a rollout) needs
+    nothing: its next value is already the episode's own.
     """
     n_steps = len(rewards)
     adv = np.zeros_like(rewards, dtype=np.float32)

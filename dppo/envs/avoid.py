@@ -411,12 +411,11 @@ def summarize_paths(states: Sequence[np.ndarray]) -> dict[str, float]:
     """Rates over raw rollout paths (T, 4) = [desired xy, TCP xy]: reached_goal (TCP y > 0.4 through any gap),
     collision, and the frequency of each row-3 gap (``mode5`` ... ``mode8``, ``mode_none`` if row 3 was not
     crossed)."""
-    n = max(len(states), 1)
-    out = {"reached_goal": 0.0, "collision": 0.0, **{f"mode{b}": 0.0 for b in (5, 6, 7, 8)}, "mode_none": 0.0}
+    counts = {"reached_goal": 0, "collision": 0, **{f"mode{b}": 0 for b in (5, 6, 7, 8)}, "mode_none": 0}
     for s in states:
         tcp = np.asarray(s)[:, 2:4]
-        out["reached_goal"] += float((tcp[:, 1] > FINISH_Y).any()) / n
-        out["collision"] += float(in_collision(tcp).any()) / n
+        counts["reached_goal"] += int((tcp[:, 1] > FINISH_Y).any())
+        counts["collision"] += int(in_collision(tcp).any())
         row3 = label_modes(tcp)[2]
-        out[f"mode{row3}" if row3 >= 5 else "mode_none"] += 1.0 / n
-    return out
+        counts[f"mode{row3}" if row3 >= 5 else "mode_none"] += 1
+    return {k: v / max(len(states), 1) for k, v in counts.items()}

@@ -175,7 +175,7 @@ class TrainPPOAgent:
         next_value = self.model.values(as_cond(ro["last_obs"])).numpy()
         adv, returns = gae(self.reward_scale_const * rewards, values, next_value, ro["terminated"].astype(np.float32),
                            self.gamma, self.gae_lambda,
-                           ro["truncated"] if self.bootstrap_truncated else None, ro["final_values"])
+                           ro["reset_after"] if self.bootstrap_truncated else None, ro["final_values"])
         return {"cond": as_cond(flat), "samples": tf.constant(samples), "returns": tf.constant(returns.reshape(-1)),
                 "values": tf.constant(values.reshape(-1)), "advantages": tf.constant(adv.reshape(-1)),
                 "log_probs": tf.constant(np.concatenate(log_probs))}

@@ -111,7 +111,7 @@ class TrainDiffusionAgent:
         if self.epoch:
             logger.truncate(self.epoch)
         start = time.time()
-        loss = float("nan")
+        loss = float(logger.rows[-1]["loss"]) if logger.rows else float("nan")
         bar = tqdm(range(self.epoch + 1, self.n_epochs + 1), desc="pre-train", unit="epoch",
                    initial=self.epoch, total=self.n_epochs, dynamic_ncols=True)
         for epoch in bar:

@@ -32,6 +32,7 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
     terminated = np.zeros((n_steps, n_e), bool)
     truncated = np.zeros((n_steps, n_e), bool)
     final_values = np.zeros((n_steps, n_e), np.float32)
+    reset_after = np.zeros((n_steps, n_e), bool)  # truncated, and the env reset itself within the step
     firsts = np.zeros((n_steps + 1, n_e), np.float32)
     firsts[0] = firsts0
     full_obs = []
@@ -50,11 +51,12 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
         if value_fn is not None and ended.any() and "final_obs" in info:
             rows = np.flatnonzero(ended & info["_final_obs"])
             if len(rows):
+                reset_after[step, rows] = True
                 final_values[step, rows] = value_fn(as_cond({k: v[rows] for k, v in info["final_obs"].items()}))
         if "full_obs" in info:
             full_obs.append(info["full_obs"])
     return {"obs": obs_buf, "samples": samples, "rewards": rewards, "terminated": terminated, "truncated": truncated,
-            "final_values": final_values, "firsts": firsts, "last_obs": obs,
+            "final_values": final_values, "reset_after": reset_after, "firsts": firsts, "last_obs": obs,
             "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None}
 
 
