@@ -22,7 +22,7 @@ REFERENCE_TARGETS = {
     "agent.pretrain.train_diffusion_agent.TrainDiffusionAgent": "dppo.runners.pretrain.TrainDiffusionAgent",
     "agent.pretrain.train_gaussian_agent.TrainGaussianAgent": "dppo.runners.pretrain.TrainGaussianAgent",
     "agent.finetune.train_ppo_diffusion_agent.TrainPPODiffusionAgent": "dppo.runners.ppo.TrainPPODiffusionAgent",
-    "agent.finetune.train_ppo_gaussian_agent.TrainPPOGaussianAgent": "dppo.runners.ppo.TrainPPOGaussianAgent",
+    "agent.finetune.train_ppo_gaussian_agent.TrainPPOGaussianAgent": "dppo.runners.ppo_gaussian.TrainPPOGaussianAgent",
     "agent.finetune.train_sac_agent.TrainSACAgent": "dppo.runners.off_policy.TrainSACAgent",
     "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
@@ -38,6 +38,19 @@ REFERENCE_TARGETS = {
     "model.common.mlp_gmm.GMM_MLP": "dppo.nets.gmm_mlp.GMM_MLP",
     "model.rl.gaussian_ppo.PPO_Gaussian": "dppo.algos.ppo_gaussian.PPOGaussian",
     "model.rl.gmm_ppo.PPO_GMM": "dppo.algos.ppo_gmm.PPOGMM",
+    "agent.finetune.train_ppo_diffusion_img_agent.TrainPPOImgDiffusionAgent":
+        "dppo.runners.ppo_gaussian.TrainPPOImgDiffusionAgent",
+    "agent.finetune.train_ppo_gaussian_img_agent.TrainPPOImgGaussianAgent":
+        "dppo.runners.ppo_gaussian.TrainPPOImgGaussianAgent",
+    "agent.finetune.train_ppo_exact_diffusion_agent.TrainPPOExactDiffusionAgent": "dppo.runners.ppo.TrainPPOAgent",
+    "model.diffusion.diffusion_ppo_exact.PPOExactDiffusion": "dppo.algos.ppo_exact_diffusion.PPOExactDiffusion",
+    "model.diffusion.unet.Unet1D": "dppo.nets.unet1d.Unet1D",
+    "model.diffusion.mlp_diffusion.VisionDiffusionMLP": "dppo.nets.vision_diffusion_mlp.VisionDiffusionMLP",
+    "model.common.transformer.Gaussian_Transformer": "dppo.nets.transformer.Gaussian_Transformer",
+    "model.common.transformer.GMM_Transformer": "dppo.nets.transformer.GMM_Transformer",
+    "model.common.mlp_gaussian.Gaussian_VisionMLP": "dppo.nets.gaussian_mlp.Gaussian_VisionMLP",
+    "model.common.vit.VitEncoder": "dppo.nets.vit.VitEncoder",
+    "model.common.critic.ViTCritic": "dppo.nets.critics.ViTCritic",
     "agent.dataset.sequence.StitchedSequenceDataset": "dppo.data.sequence.StitchedSequenceDataset",
 }
 

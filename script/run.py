@@ -1,4 +1,7 @@
-"""Entry point, as in the reference: python script/run.py --config-name=<name> --config-dir=cfg/<suite>/<stage>/<task>"""
+"""Entry point, as in the reference:
+
+    python script/run.py --config-name=<name> --config-dir=cfg/<suite>/<stage>/<task>
+"""
 
 import os
 import sys

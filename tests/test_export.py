@@ -2,10 +2,10 @@
 
 import numpy as np
 import tensorflow as tf
+from test_pretrain import pretrain_cfg
 
 from dppo.export import cli
 from dppo.runners.pretrain import TrainDiffusionAgent
-from test_pretrain import pretrain_cfg
 
 
 def test_export_round_trip(two_mode_dataset, tmp_path):

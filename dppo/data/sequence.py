@@ -73,20 +73,23 @@ class StitchedSequenceDataset:
                 self._cache["images"] = tf.constant(self.images)
         return self._cache
 
+    def gather(self, idx: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The windows ``idx`` as tensors (usable inside tf.function): actions (B, T_p, D_a) and cond."""
+        c = self._tensors()
+        cond = {"state": tf.gather(c["states"], tf.gather(c["state_rows"], idx))}
+        if "images" in c:
+            cond["rgb"] = tf.cast(tf.gather(c["images"], tf.gather(c["image_rows"], idx)), tf.float32)
+        return tf.gather(c["actions"], tf.gather(c["action_rows"], idx)), cond
+
+    def permutation(self, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).permutation(len(self))
+
     def as_tf_dataset(self, batch_size: int, shuffle: bool = True, seed: int = 0) -> tf.data.Dataset:
         """One pass of batches (actions (B, T_p, D_a), {"state": (B, T_o, D_o)[, "rgb": (B, T_img, C, H, W)]}).
 
         The arrays stay in memory as tensors and each batch is gathered by window index; the order is a
         permutation drawn from ``seed`` (so a resumed run replays the same epochs), last batch kept.
         """
-        c = self._tensors()
-
-        def gather(idx):
-            cond = {"state": tf.gather(c["states"], tf.gather(c["state_rows"], idx))}
-            if "images" in c:
-                cond["rgb"] = tf.cast(tf.gather(c["images"], tf.gather(c["image_rows"], idx)), tf.float32)
-            return tf.gather(c["actions"], tf.gather(c["action_rows"], idx)), cond
-
-        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        order = self.permutation(seed) if shuffle else np.arange(len(self))
         ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        return ds.map(self.gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from dppo.nets.mlp import make_mlp
+from dppo.nets.mlp import LazyBuild, make_mlp
+from dppo.nets.vit import VisionCondEncoder
 
 
 class CriticObs(keras.layers.Layer):
@@ -49,3 +50,26 @@ class CriticObsAct(keras.layers.Layer):
         if self.q2 is None:
             return q1
         return q1, tf.squeeze(self.q2(x, training=training), -1)
+
+
+class ViTCritic(LazyBuild, CriticObs):
+    """V(s) from pixels + proprio (spec 3.10): its own ViT backbone and SpatialEmb compression, then the
+    CriticObs MLP on concat[features, state]. ``augment`` random-shifts images in training calls unless
+    ``no_augment`` (the pixel PPO agent augments the rollout itself and passes no_augment=True)."""
+
+    def __init__(self, backbone: keras.layers.Layer, cond_dim: int, img_cond_steps: int = 1, spatial_emb: int = 128,
+                 dropout: float = 0.0, augment: bool = False, num_img: int = 1, visual_feature_dim: int = 128,
+                 seed: int = 0, **kwargs):
+        feature_dim = spatial_emb * num_img if spatial_emb > 0 else visual_feature_dim
+        super().__init__(cond_dim=feature_dim + cond_dim, **kwargs)
+        self.encoder = VisionCondEncoder(backbone, cond_dim, img_cond_steps=img_cond_steps, spatial_emb=spatial_emb,
+                                         visual_feature_dim=visual_feature_dim, dropout=dropout, num_img=num_img,
+                                         augment=augment, seed=seed)
+
+    @property
+    def rgb_shape(self) -> tuple[int, int, int, int]:
+        return self.encoder.rgb_shape
+
+    def call(self, cond: dict[str, tf.Tensor], training: bool = False, no_augment: bool = False) -> tf.Tensor:
+        feat = self.encoder(cond, training=training, no_augment=no_augment)
+        return tf.squeeze(self.mlp(feat, training=training), -1)

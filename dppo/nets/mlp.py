@@ -31,6 +31,15 @@ def activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
     return ACTIVATIONS[name]
 
 
+class LazyBuild:
+    """Mixin for composite layers: build children on the first real call instead of letting Keras 3 trace
+    ``call`` symbolically to build them (that trace repeats at every nesting level and made the first call
+    of a U-Net ~6x slower than the call itself)."""
+
+    def build(self, input_shape=None) -> None:
+        pass
+
+
 class Linear(keras.layers.Dense):
     """Dense layer with PyTorch's default init: weights and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
 

@@ -63,7 +63,11 @@ class DiffusionModel(tf.Module):
 
     # ----------------------------------------------------------------------------------------------------
     def dummy_cond(self, batch: int = 1) -> Cond:
-        return {"state": tf.zeros((batch, self.cond_steps, self.obs_dim))}
+        cond = {"state": tf.zeros((batch, self.cond_steps, self.obs_dim))}
+        rgb_shape = getattr(self.network, "rgb_shape", None)  # pixel networks: (T_img, C, H, W)
+        if rgb_shape is not None:
+            cond["rgb"] = tf.zeros((batch, *rgb_shape))
+        return cond
 
     def build_network(self, net: keras.layers.Layer) -> None:
         """Create the weights of ``net`` by calling it once."""

@@ -26,8 +26,7 @@ class GMMModel(tf.Module):
 
     def __init__(self, network: keras.layers.Layer, horizon_steps: int, obs_dim: int | None = None,
                  action_dim: int | None = None, cond_steps: int = 1, randn_clip_value: float = 10.0,
-                 network_path: str | None = None, seed: int = 0, device: Any = None, name: str | None = None,
-                 **kwargs: Any):
+                 network_path: str | None = None, seed: int = 0, device: Any = None, name: str | None = None):
         super().__init__(name=name)
         self.network = network
         self.horizon_steps, self.cond_steps = int(horizon_steps), int(cond_steps)
@@ -35,7 +34,7 @@ class GMMModel(tf.Module):
         self.randn_clip_value = float(randn_clip_value)
         self.rng = tf.random.Generator.from_seed(seed)
         self.build_network(self.network)
-        self._sample = tf.function(self._sample_graph, reduce_retracing=True)
+        self._sample = tf.function(self._sample_graph, reduce_retracing=True, autograph=False)
         if network_path:
             load_network_weights(self, network_path)
 

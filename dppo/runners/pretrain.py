@@ -65,9 +65,12 @@ class TrainDiffusionAgent:
             self.resume()
 
     # ----------------------------------------------------------------------------------------------------
-    def _train_epoch_graph(self, dataset: tf.data.Dataset) -> tf.Tensor:
+    def _train_epoch_graph(self, order: tf.Tensor) -> tf.Tensor:
+        """One epoch over the windows in ``order`` (last partial batch kept), in one compiled call."""
         total, count = tf.constant(0.0), tf.constant(0.0)
-        for actions, cond in dataset:
+        n = tf.size(order)
+        for b in tf.range((n + self.batch_size - 1) // self.batch_size):
+            actions, cond = self.dataset.gather(order[b * self.batch_size:(b + 1) * self.batch_size])
             with tf.GradientTape() as tape:
                 loss = self.model.loss(actions, cond)
             self.optimizer.apply(tape.gradient(loss, self.variables))
@@ -117,8 +120,8 @@ class TrainDiffusionAgent:
         for epoch in bar:
             self.epoch = epoch
             self.optimizer.set_lr(self.scheduler.lr)
-            ds = self.dataset.as_tf_dataset(self.batch_size, shuffle=True, seed=self.seed * 100003 + epoch)
-            loss = float(self._train_epoch(ds))
+            order = self.dataset.permutation(self.seed * 100003 + epoch)
+            loss = float(self._train_epoch(tf.constant(order)))
             if not np.isfinite(loss):
                 raise FloatingPointError(f"pre-training loss is {loss} at epoch {epoch}; lower "
                                          f"train.learning_rate or check the dataset {self.dataset.path}")
