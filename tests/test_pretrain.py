@@ -67,3 +67,9 @@ def test_checkpoint_shape_mismatch_names_the_weight(two_mode_dataset, tmp_path):
     other = TrainDiffusionAgent(cfg)
     with pytest.raises(ckpt.CheckpointError, match="shape"):
         ckpt.load_policy_weights(other.model, path)
+
+
+def test_compiled_epoch_accepts_any_number_of_windows(two_mode_dataset, tmp_path):
+    agent = TrainDiffusionAgent(pretrain_cfg(two_mode_dataset, tmp_path / "run", n_epochs=1))
+    for n in (300, 129):  # a retrace must not reuse tensors made inside the first trace
+        assert np.isfinite(float(agent._train_epoch(tf.constant(agent.dataset.permutation(n)[:n]))))

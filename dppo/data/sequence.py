@@ -64,14 +64,19 @@ class StitchedSequenceDataset:
 
     def _tensors(self) -> dict[str, tf.Tensor]:
         if not hasattr(self, "_cache"):
-            self._cache = {
-                "actions": tf.constant(self.actions), "states": tf.constant(self.states),
-                "action_rows": tf.constant(self.indices[:, :1] + np.arange(self.horizon_steps)[None, :]),
-                "state_rows": tf.constant(self.state_rows), "image_rows": tf.constant(self.image_rows),
-            }
-            if self.images is not None:
-                self._cache["images"] = tf.constant(self.images)
+            with tf.init_scope():  # eager constants, even when first called while tracing a tf.function
+                self._cache = self._make_tensors()
         return self._cache
+
+    def _make_tensors(self) -> dict[str, tf.Tensor]:
+        cache = {
+            "actions": tf.constant(self.actions), "states": tf.constant(self.states),
+            "action_rows": tf.constant(self.indices[:, :1] + np.arange(self.horizon_steps)[None, :]),
+            "state_rows": tf.constant(self.state_rows), "image_rows": tf.constant(self.image_rows),
+        }
+        if self.images is not None:
+            cache["images"] = tf.constant(self.images)
+        return cache
 
     def gather(self, idx: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """The windows ``idx`` as tensors (usable inside tf.function): actions (B, T_p, D_a) and cond."""
