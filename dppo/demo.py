@@ -7,7 +7,7 @@
 5. evaluate the fine-tuned policy (100 episodes);
 6. write trajectory figures before/after, the learning curve, metrics and a summary.
 
-    python -m dppo.demo [--out runs/demo] [--pretrain-epochs 400] [--ft-itr 20] [--seed 42]
+    python -m dppo.demo [--out runs/demo] [--pretrain-epochs 3000] [--ft-itr 20] [--seed 42]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="run folder (default runs/demo_<time>)")
     p.add_argument("--data", default="data/d3il")
-    p.add_argument("--pretrain-epochs", type=int, default=400)
+    p.add_argument("--pretrain-epochs", type=int, default=3000)
     p.add_argument("--ft-itr", type=int, default=20)
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=42)
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     pre_cfg = load_cfg("pretrain", "pre_diffusion_mlp", [
         f"logdir={run / 'pretrain'}", f"seed={args.seed}", "wandb=null", f"train.n_epochs={e}",
         "train.batch_size=128", "train.learning_rate=1e-3", f"train.lr_scheduler.first_cycle_steps={e}",
-        "train.lr_scheduler.warmup_steps=10", "train.lr_scheduler.min_lr=1e-4", f"train.save_model_freq={e}"])
+        "train.lr_scheduler.warmup_steps=10", "train.lr_scheduler.min_lr=1e-4", f"train.save_model_freq={e}",
+        "train.update_ema_freq=1"])
     pre_ckpt = run / "pretrain" / "checkpoint" / f"state_{e}.npz"
     pre_cfg.resume = True  # a re-run of the demo in the same folder continues where it stopped
     pre_result = TrainDiffusionAgent(pre_cfg).run()
