@@ -354,7 +354,9 @@ class TrainSACAgent:
                 do_critic = i % self.critic_update_freq == 0
                 do_actor = i % self.actor_update_freq == 0
                 if do_critic or do_actor:
-                    metrics = self.sac.update(*self.buffer.sample(self.batch_size, self.rng), do_critic, do_actor)
+                    # keep the latest value of every metric (critic and actor steps may alternate)
+                    metrics.update(self.sac.update(*self.buffer.sample(self.batch_size, self.rng), do_critic,
+                                                   do_actor))
             self.itr += 1
             bar.update(1)
             evaluated = (self.eval_envs is not None and self.itr % self.val_freq == 0
