@@ -52,7 +52,11 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
             rows = np.flatnonzero(ended & info["_final_obs"])
             if len(rows):
                 reset_after[step, rows] = True
-                final_values[step, rows] = value_fn(as_cond({k: v[rows] for k, v in info["final_obs"].items()}))
+                # always n_e rows (padded with repeats), so the compiled value function sees one shape and is
+                # traced once, not again whenever a new number of envs truncates at once
+                padded = np.concatenate([rows, np.full(n_e - len(rows), rows[0])])
+                v = value_fn(as_cond({k: x[padded] for k, x in info["final_obs"].items()}))
+                final_values[step, rows] = np.asarray(v)[:len(rows)]
         if "full_obs" in info:
             full_obs.append(info["full_obs"])
     return {"obs": obs_buf, "samples": samples, "rewards": rewards, "terminated": terminated, "truncated": truncated,

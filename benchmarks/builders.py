@@ -1,0 +1,170 @@
+"""Models, configs and synthetic files the benchmark cases share (nothing here is timed)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+HOPPER_CFG = ROOT / "cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml"
+AVOID_M2_CFG = ROOT / "cfg/d3il/finetune/avoid_m2/ft_ppo_diffusion_mlp.yaml"
+
+_TMP = Path(tempfile.mkdtemp(prefix="dppo-bench-"))
+
+
+def tmp_dir(name: str) -> Path:
+    path = _TMP / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+def diffusion_mlp(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4):
+    """The reference's gym actor: DiffusionMLP [512, 512, 512], residual, ReLU, time_dim 16."""
+    from dppo.nets.diffusion_mlp import DiffusionMLP
+    return DiffusionMLP(action_dim, horizon_steps, obs_dim, time_dim=16, mlp_dims=[512, 512, 512],
+                        activation_type="ReLU", residual_style=True)
+
+
+def ppo_diffusion(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4, denoising_steps: int = 20,
+                  ft_denoising_steps: int = 10, use_ddim: bool = False, ddim_steps: int | None = None,
+                  seed: int = 0):
+    """PPODiffusion with the gym hopper config's networks and PPO settings, and AdamW optimisers."""
+    from dppo.algos.ppo_diffusion import PPODiffusion
+    from dppo.nets.critics import CriticObs
+    from dppo.utils.optim import AdamW
+    model = PPODiffusion(
+        actor=diffusion_mlp(obs_dim, action_dim, horizon_steps),
+        actor_ft=diffusion_mlp(obs_dim, action_dim, horizon_steps),
+        critic=CriticObs(obs_dim, [256, 256, 256], activation_type="Mish", residual_style=True),
+        ft_denoising_steps=ft_denoising_steps, horizon_steps=horizon_steps, obs_dim=obs_dim, action_dim=action_dim,
+        denoising_steps=denoising_steps, use_ddim=use_ddim, ddim_steps=ddim_steps, gamma_denoising=0.99,
+        clip_ploss_coef=0.01, clip_ploss_coef_base=0.01, clip_ploss_coef_rate=3.0, randn_clip_value=3.0,
+        min_sampling_denoising_std=0.1, min_logprob_denoising_std=0.1, seed=seed)
+    model.set_optimizers(AdamW(model.trainable_actor_variables(), 1e-4),
+                         AdamW(model.critic.trainable_variables, 1e-3))
+    return model
+
+
+def matmul_flops_per_row(layer) -> int:
+    """Forward matmul FLOPs per input row: 2 * in * out summed over the layer's 2-D weights (Dense kernels)."""
+    return int(sum(2 * int(np.prod(w.shape)) for w in layer.trainable_variables if len(w.shape) == 2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+def hopper_normalization() -> str:
+    """A synthetic normalization.npz for Hopper (obs 11 in [-10, 10], actions in [-1, 1])."""
+    from dppo.data.normalization import Normalization
+    path = tmp_dir("hopper") / "normalization.npz"
+    if not path.exists():
+        Normalization(np.full(11, -10.0, np.float32), np.full(11, 10.0, np.float32),
+                      -np.ones(3, np.float32), np.ones(3, np.float32)).save(path)
+    return str(path)
+
+
+def avoid_normalization() -> str:
+    """Avoid's normalisation ranges (as the tests and the generated M2 data have them)."""
+    from dppo.data.normalization import Normalization
+    path = tmp_dir("avoid") / "normalization.npz"
+    if not path.exists():
+        Normalization(np.array([0, -0.27974, 0, -0.28194], np.float32),
+                      np.array([0.6033, 0.47532, 0.60578, 0.47726], np.float32),
+                      np.array([-0.0125, 0], np.float32), np.array([0.0125, 0.0125], np.float32)).save(path)
+    return str(path)
+
+
+def hopper_wrappers(norm: str, act_steps: int = 4) -> dict[str, Any]:
+    return {"mujoco_locomotion_lowdim": {"normalization_path": norm},
+            "multi_step": {"n_obs_steps": 1, "n_action_steps": act_steps, "max_episode_steps": 1000,
+                           "reset_within_step": True}}
+
+
+def _register_resolvers() -> None:
+    from dppo.run import register_resolvers
+    register_resolvers()
+    if not OmegaConf.has_resolver("now"):
+        OmegaConf.register_new_resolver("now", lambda fmt: "bench")
+
+
+def _hopper_fallback_cfg() -> DictConfig:
+    """The reference's hopper fine-tuning config (spec 5.1), for checkouts without the yaml."""
+    return OmegaConf.create({
+        "_target_": "dppo.runners.ppo.TrainPPODiffusionAgent", "seed": 42, "env_name": "hopper-medium-v2",
+        "obs_dim": 11, "action_dim": 3, "denoising_steps": 20, "ft_denoising_steps": 10, "cond_steps": 1,
+        "horizon_steps": 4, "act_steps": 4,
+        "env": {"n_envs": 40, "name": "${env_name}", "max_episode_steps": 1000, "reset_at_iteration": False,
+                "best_reward_threshold_for_success": 3,
+                "wrappers": hopper_wrappers("${normalization_path}")},
+        "train": {"n_train_itr": 1000, "n_critic_warmup_itr": 0, "n_steps": 500, "gamma": 0.99, "actor_lr": 1e-4,
+                  "actor_weight_decay": 0, "critic_lr": 1e-3, "critic_weight_decay": 0, "save_model_freq": 100,
+                  "val_freq": 10, "render": {"freq": 1, "num": 0}, "log_freq": 1, "reward_scale_running": True,
+                  "reward_scale_const": 1.0, "gae_lambda": 0.95, "batch_size": 5000, "update_epochs": 5,
+                  "vf_coef": 0.5, "ent_coef": 0, "target_kl": 1},
+        "model": {"_target_": "dppo.algos.ppo_diffusion.PPODiffusion", "gamma_denoising": 0.99,
+                  "clip_ploss_coef": 0.01, "clip_ploss_coef_base": 0.01, "clip_ploss_coef_rate": 3,
+                  "randn_clip_value": 3, "min_sampling_denoising_std": 0.1, "min_logprob_denoising_std": 0.1,
+                  "network_path": None,
+                  "actor": {"_target_": "dppo.nets.diffusion_mlp.DiffusionMLP", "time_dim": 16,
+                            "mlp_dims": [512, 512, 512], "activation_type": "ReLU", "residual_style": True,
+                            "cond_dim": 11, "horizon_steps": 4, "action_dim": 3},
+                  "critic": {"_target_": "dppo.nets.critics.CriticObs", "cond_dim": 11, "mlp_dims": [256, 256, 256],
+                             "activation_type": "Mish", "residual_style": True},
+                  "ft_denoising_steps": 10, "horizon_steps": 4, "obs_dim": 11, "action_dim": 3,
+                  "denoising_steps": 20},
+    })
+
+
+def _finish(cfg: DictConfig, logdir: Path, **over: Any) -> DictConfig:
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key in ("hydra", "defaults"):
+        cfg.pop(key, None)
+    cfg.base_policy_path = None
+    cfg.model.network_path = None
+    cfg.logdir = str(logdir)
+    cfg.wandb = None
+    for key, value in over.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+def hopper_cfg(name: str, **over: Any) -> DictConfig:
+    """The repo's hopper fine-tuning config (or the reference's values if it is missing), no checkpoint,
+    synthetic normalisation, logs to a temp dir; ``over`` are dotted overrides (``env.n_envs=10``)."""
+    _register_resolvers()
+    cfg = OmegaConf.load(HOPPER_CFG) if HOPPER_CFG.exists() else _hopper_fallback_cfg()
+    cfg.normalization_path = hopper_normalization()
+    return _finish(cfg, tmp_dir(name), **over)
+
+
+def avoid_m2_cfg(name: str, **over: Any) -> DictConfig:
+    """The demo's Avoid M2 fine-tuning config, no checkpoint, the Avoid normalisation, logs to a temp dir."""
+    _register_resolvers()
+    cfg = OmegaConf.load(AVOID_M2_CFG)
+    cfg.normalization_path = avoid_normalization()
+    return _finish(cfg, tmp_dir(name), **over)
+
+
+def random_batch(model, n: int, seed: int = 0, logprob_batch: int = 10000) -> dict[str, tf.Tensor]:
+    """An update batch of ``n`` env steps: random states/chains/advantages, old values and log-probs from the
+    model (in chunks of ``logprob_batch`` env steps, like the runner)."""
+    rng = np.random.default_rng(seed)
+    kp = model.ft_denoising_steps
+    state = rng.standard_normal((n, model.cond_steps, model.obs_dim)).astype(np.float32)
+    chains = np.clip(rng.standard_normal((n, kp + 1, model.horizon_steps, model.action_dim)), -1, 1)
+    chains = chains.astype(np.float32)
+    values, log_probs = [], []
+    for s in range(0, n, logprob_batch):
+        v, lp = model.values_and_log_probs({"state": tf.constant(state[s:s + logprob_batch])},
+                                           tf.constant(chains[s:s + logprob_batch]))
+        values.append(v.numpy())
+        log_probs.append(lp.numpy())
+    return {"cond": {"state": tf.constant(state)}, "samples": tf.constant(chains),
+            "returns": tf.constant(rng.standard_normal(n).astype(np.float32)),
+            "values": tf.constant(np.concatenate(values)),
+            "advantages": tf.constant(rng.standard_normal(n).astype(np.float32)),
+            "log_probs": tf.constant(np.concatenate(log_probs))}

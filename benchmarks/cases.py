@@ -1,0 +1,470 @@
+"""The benchmark cases. Each returns the records it wrote (see ``common.record``).
+
+Every timing is the median of >= 3 repeats after an untimed warm-up (which also traces the compiled
+functions), unless a record says otherwise; the load average at each repeat is in the record.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import builders as B
+from benchmarks.common import record, timed
+
+# sizes: full (``make bench``) and --quick
+SIZES = {
+    "full": {"sample_calls": 40, "update_env_steps": 20000, "pretrain_windows": 20480, "rollout_steps": 100,
+             "ref_steps": 500, "ref_epochs": 1, "small_itrs": 3, "avoid_itrs": 3, "peak_sizes": (2048, 4096)},
+    "quick": {"sample_calls": 15, "update_env_steps": 5000, "pretrain_windows": 5120, "rollout_steps": 25,
+              "ref_steps": 100, "ref_epochs": 1, "small_itrs": 2, "avoid_itrs": 2, "peak_sizes": (2048,)},
+}
+
+KP = 10  # fine-tuned denoising steps of the gym configs
+
+
+def _size(quick: bool) -> dict[str, Any]:
+    return SIZES["quick" if quick else "full"]
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+def case_peak(quick: bool) -> list[dict]:
+    """float32 matmul rate TensorFlow reaches here: C = A @ B, square, inside one tf.function."""
+    out = []
+    for n in _size(quick)["peak_sizes"]:
+        a = tf.random.normal((n, n))
+        b = tf.random.normal((n, n))
+        f = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+        reps = 5 if n <= 2048 else 3
+        r = timed(lambda f=f, a=a, b=b: f(a, b).numpy(), repeats=reps, warmup=1)
+        flop = 2.0 * n ** 3
+        gf, gf_best = flop / r["median_s"] / 1e9, flop / r["min_s"] / 1e9
+        gf_cpu = flop / r["median_cpu_s"] / 1e9
+        out.append(record("peak", f"matmul {n}x{n}", {"n": n, "dtype": "float32", "repeats": reps},
+                          {**r, "gflops_median": gf, "gflops_best": gf_best, "gflops_per_cpu_s": gf_cpu,
+                           "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()},
+                          f"{gf:.1f} GFLOP/s (median of {reps}; best {gf_best:.1f}; {gf_cpu:.1f} GFLOP per "
+                          f"CPU-second)"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def case_sample(quick: bool) -> list[dict]:
+    """Stochastic sampling with chain through PPODiffusion.act (the rollout's call)."""
+    calls = _size(quick)["sample_calls"]
+    rng = np.random.default_rng(0)
+    out = []
+    setups = [("DDPM K=20 K'=10", dict(denoising_steps=20, ft_denoising_steps=KP), (40, 50)),
+              ("DDIM 5 steps (K=100, K'=5)", dict(denoising_steps=100, ft_denoising_steps=5, use_ddim=True,
+                                                  ddim_steps=5), (40,))]
+    for label, kw, envs in setups:
+        model = B.ppo_diffusion(**kw)
+        for n in envs:
+            cond = {"state": tf.constant(rng.standard_normal((n, 1, 11)).astype(np.float32))}
+
+            def go(model=model, cond=cond):
+                for _ in range(calls):
+                    action, chain = model.act(cond, False)
+                    action.numpy(), chain.numpy()
+
+            r = timed(go, repeats=3, warmup=1)
+            per_call = r["median_s"] / calls
+            flop = n * model.n_steps * B.matmul_flops_per_row(model.network)
+            cpu_per_call = r["median_cpu_s"] / calls
+            figs = {**r, "ms_per_call": per_call * 1e3, "calls_per_s": 1 / per_call, "gflops": flop / per_call / 1e9,
+                    "cpu_ms_per_call": cpu_per_call * 1e3, "gflops_per_cpu_s": flop / cpu_per_call / 1e9,
+                    "env_policy_steps_per_s": n / per_call,
+                    "tracing_count": model._sample.experimental_get_tracing_count()}
+            cfg = {"n_envs": n, "obs_dim": 11, "action_dim": 3, "horizon_steps": 4,
+                   "net": "DiffusionMLP 3x512 ReLU res", "calls_per_repeat": calls, **kw}
+            out.append(record("sample", f"{label}, {n} envs", cfg, figs,
+                              f"{per_call * 1e3:.2f} ms/call = {1 / per_call:.1f} policy steps/s "
+                              f"({_fmt(n / per_call)} env-policy steps/s); {flop / per_call / 1e9:.1f} GFLOP/s, "
+                              f"{flop / cpu_per_call / 1e9:.1f} GFLOP per CPU-second"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def update_flops(model) -> dict[str, float]:
+    """Matmul FLOPs per denoising transition of one PPO minibatch row: actor_ft and critic, each fwd + bwd
+    = 3 x forward (2 * in * out per Dense kernel per row)."""
+    actor = B.matmul_flops_per_row(model.actor_ft)
+    critic = B.matmul_flops_per_row(model.critic)
+    return {"actor_fwd_per_row": actor, "critic_fwd_per_row": critic, "per_transition": 3.0 * (actor + critic)}
+
+
+_PROBE: list = []
+
+
+def matmul_probe() -> tuple[float, float]:
+    """GFLOP per wall second and per process-CPU second of three 2048x2048 float32 matmuls in a tf.function,
+    right now (the in-situ peak)."""
+    if not _PROBE:
+        a, b = tf.random.normal((2048, 2048)), tf.random.normal((2048, 2048))
+        f = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+        f(a, b).numpy()
+        _PROBE.extend([f, a, b])
+    f, a, b = _PROBE
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(3):
+        f(a, b).numpy()
+    flop = 3 * 2.0 * 2048 ** 3
+    return flop / (time.perf_counter() - t0) / 1e9, flop / (time.process_time() - c0) / 1e9
+
+
+def timed_vs_peak(fn, flop: float, repeats: int = 3) -> dict[str, Any]:
+    """``timed`` with the matmul probe run just before each repeat: each repeat's GFLOP/s is set against the
+    peak measured seconds earlier, so the fraction of peak survives the load changes of a shared machine. The
+    same ratio in CPU time (GFLOP per process-CPU second, ours against the probe's) is also given: it counts
+    only the cycles this process got, so it is the steadier of the two when other jobs compete for the cores."""
+    fn()  # warm-up (traces)
+    probes, runs = [], []
+    for _ in range(repeats):
+        probes.append(matmul_probe())
+        runs.append(timed(fn, repeats=1, warmup=0))
+    secs = [r["seconds"][0] for r in runs]
+    cpus = [r["cpu_seconds"][0] for r in runs]
+    fracs = [flop / s / 1e9 / p[0] for s, p in zip(secs, probes)]
+    fracs_cpu = [flop / c / 1e9 / p[1] for c, p in zip(cpus, probes)]
+    return {"seconds": secs, "median_s": statistics.median(secs), "min_s": min(secs), "cpu_seconds": cpus,
+            "load_1min": [r["load_1min"][0] for r in runs],
+            "gflops": flop / statistics.median(secs) / 1e9, "gflops_best": flop / min(secs) / 1e9,
+            "probe_peak_gflops": [round(p[0], 1) for p in probes],
+            "probe_peak_gflops_per_cpu_s": [round(p[1], 1) for p in probes],
+            "fraction_of_peak_each": [round(f, 3) for f in fracs], "fraction_of_peak": statistics.median(fracs),
+            "fraction_of_peak_cpu_each": [round(f, 3) for f in fracs_cpu],
+            "fraction_of_peak_cpu": statistics.median(fracs_cpu)}
+
+
+def case_update(quick: bool) -> list[dict]:
+    """One PPO epoch over n env steps x K' denoising steps, at two minibatch sizes; and the no-grad pass
+    that computes the old values and log-probs before it. Each repeat is paired with a matmul probe."""
+    n = _size(quick)["update_env_steps"]
+    model = B.ppo_diffusion()
+    batch = B.random_batch(model, n)
+    fl = update_flops(model)
+    out = []
+    # the old-log-prob pass (forward only), in the runner's chunks of 10000 env steps
+    cond, chains = batch["cond"], batch["samples"]
+
+    def old_pass():
+        for s in range(0, n, 10000):
+            v, lp = model.values_and_log_probs({"state": cond["state"][s:s + 10000]}, chains[s:s + 10000])
+            lp.numpy()
+
+    flop = n * KP * fl["actor_fwd_per_row"] + n * fl["critic_fwd_per_row"]
+    r = timed_vs_peak(old_pass, flop)
+    out.append(record("update", "old values + log-probs (no grad)", {"env_steps": n, "ft_denoising_steps": KP,
+                                                                        "chunk": 10000},
+                      {**r, "transitions_per_s": n * KP / r["median_s"]},
+                      f"{_fmt(n * KP / r['median_s'])} transitions/s, {r['gflops']:.1f} GFLOP/s = "
+                      f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time, "
+                      f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time"))
+    for bs in (5000, 50000):
+        total = n * KP
+        done = (total // bs) * bs if total >= bs else total
+
+        def go(bs=bs):
+            return model.update(batch, True, bs, 1, 0.5, 0.0, None, 4)
+
+        r = timed_vs_peak(go, done * fl["per_transition"])
+        figs = {**r, "transitions": done, "transitions_per_s": done / r["median_s"],
+                "flops_per_transition": fl["per_transition"], **{f"flops_{k}": v for k, v in fl.items()},
+                "tracing_count": model._update.experimental_get_tracing_count()}
+        out.append(record("update", f"1 epoch, batch {bs}",
+                          {"env_steps": n, "ft_denoising_steps": KP, "batch_size": bs, "update_epochs": 1,
+                           "minibatches": max(1, total // bs)}, figs,
+                          f"{_fmt(done / r['median_s'])} denoising samples/s, {r['gflops']:.1f} GFLOP/s = "
+                          f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time "
+                          f"({', '.join(f'{100 * x:.0f}%' for x in r['fraction_of_peak_each'])}), "
+                          f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time "
+                          f"({', '.join(f'{100 * x:.0f}%' for x in r['fraction_of_peak_cpu_each'])})"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _pretrain_agent(batch_size: int, windows: int):
+    from omegaconf import OmegaConf
+
+    from dppo.runners.pretrain import TrainDiffusionAgent
+    B._register_resolvers()
+    d = B.tmp_dir(f"pretrain{batch_size}")
+    length = 256 + 3  # 256 windows of T_p = 4 per trajectory
+    n_traj = max(1, windows // 256)
+    rng = np.random.default_rng(0)
+    np.savez(d / "train.npz", states=rng.standard_normal((n_traj * length, 11)).astype(np.float32),
+             actions=np.clip(rng.standard_normal((n_traj * length, 3)), -1, 1).astype(np.float32),
+             traj_lengths=np.full(n_traj, length, np.int64))
+    cfg = OmegaConf.load(B.ROOT / "cfg/gym/pretrain/hopper-medium-v2/pre_diffusion_mlp.yaml")
+    for key in ("hydra", "defaults"):
+        cfg.pop(key, None)
+    cfg.logdir = str(d / "log")
+    cfg.wandb = None
+    cfg.train_dataset_path = str(d / "train.npz")
+    cfg.train.batch_size = batch_size
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return TrainDiffusionAgent(cfg)
+
+
+def case_pretrain(quick: bool) -> list[dict]:
+    """Pre-training epochs through TrainDiffusionAgent's compiled epoch (tf.data batches gathered in memory)."""
+    windows = _size(quick)["pretrain_windows"]
+    out = []
+    for bs in (128, 1024):
+        agent = _pretrain_agent(bs, windows)
+        n_windows = len(agent.dataset)
+        steps = -(-n_windows // bs)
+        seed = [0]
+
+        def go(agent=agent, bs=bs, seed=seed):
+            seed[0] += 1  # a new shuffle each epoch, as the runner does
+            if "order" in inspect.signature(agent._train_epoch_graph).parameters:
+                float(agent._train_epoch(tf.constant(agent.dataset.permutation(seed[0]))))
+            else:  # older runner: one epoch of a tf.data pipeline
+                float(agent._train_epoch(agent.dataset.as_tf_dataset(bs, shuffle=True, seed=seed[0])))
+
+        fwd = B.matmul_flops_per_row(agent.model.network)
+        r = timed_vs_peak(go, 3 * fwd * n_windows)
+        out.append(record("pretrain", f"batch {bs}", {"batch_size": bs, "windows": n_windows, "steps_per_epoch": steps,
+                                                      "net": "DiffusionMLP 3x512 ReLU res", "horizon_steps": 4},
+                          {**r, "steps_per_s": steps / r["median_s"], "samples_per_s": n_windows / r["median_s"],
+                           "tracing_count": agent._train_epoch.experimental_get_tracing_count()},
+                          f"{steps / r['median_s']:.1f} steps/s ({_fmt(n_windows / r['median_s'])} samples/s, "
+                          f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall "
+                          f"time, {100 * r['fraction_of_peak_cpu']:.0f}% in CPU time)"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def case_rollout(quick: bool) -> list[dict]:
+    """Hopper-v5, 40 envs x n policy steps x 4 act steps: the runner's rollout with the model's act, the same
+    envs with random actions and no policy (the floor), and the policy calls alone. Then the Avoid M2 rollout
+    (50 envs x 25 steps x 4) with the sync vector env and with the batched one."""
+    from dppo.envs.factory import make_vector_env
+    steps = _size(quick)["rollout_steps"]
+    venv = make_vector_env("hopper-medium-v2", 40, B.hopper_wrappers(B.hopper_normalization()), seed=0)
+    out = [_rollout_record(venv, B.ppo_diffusion(), steps, 3, f"Hopper-v5 40 envs x {steps} steps x 4",
+                           {"env": "hopper-medium-v2 (Hopper-v5)"})]
+    cfg = B.avoid_m2_cfg("rollout-avoid")
+    model = B.ppo_diffusion(obs_dim=4, action_dim=2)
+    for batched in (False, True):
+        venv = make_vector_env(cfg.env.name, cfg.env.n_envs, cfg.env.wrappers, seed=0, batched=batched)
+        out.append(_rollout_record(venv, model, cfg.train.n_steps, 2,
+                                   f"Avoid M2 50 envs x 25 steps x 4, {type(venv).__name__}",
+                                   {"env": "avoiding-m5 (Avoid M2 demo wrappers)", "batched": batched}))
+    return out
+
+
+def _rollout_record(venv, model, steps: int, action_dim: int, variant: str, conf: dict) -> dict:
+    from dppo.runners.rollout import as_cond, rollout
+    n_e = venv.num_envs
+    rng = np.random.default_rng(0)
+    act_steps = 4
+
+    def with_policy():
+        obs, _ = venv.reset(seed=0)
+        rollout(venv, lambda c: model.act(c, False), obs, np.ones(n_e, np.float32), steps, act_steps,
+                model.values)
+
+    def floor():
+        venv.reset(seed=0)
+        for _ in range(steps):
+            venv.step(rng.uniform(-1, 1, (n_e, act_steps, action_dim)).astype(np.float32))
+
+    obs0, _ = venv.reset(seed=0)
+
+    def policy_only():
+        for _ in range(steps):
+            a, c = model.act(as_cond(obs0), False)
+            a.numpy(), c.numpy()
+
+    env_steps = n_e * steps * act_steps
+    res = {name: timed(fn, repeats=3, warmup=1) for name, fn in
+           (("rollout", with_policy), ("floor", floor), ("policy_only", policy_only))}
+    venv.close()
+    rate = {k: env_steps / v["median_s"] for k, v in res.items()}
+    ratio = res["rollout"]["median_s"] / res["floor"]["median_s"]
+    figs = {"rollout": res["rollout"], "floor": res["floor"], "policy_only": res["policy_only"],
+            "env_steps_per_s": rate["rollout"], "floor_env_steps_per_s": rate["floor"],
+            "time_ratio_rollout_over_floor": ratio,
+            "overhead_s": res["rollout"]["median_s"] - res["floor"]["median_s"] - res["policy_only"]["median_s"],
+            "overhead_cpu_s": (res["rollout"]["median_cpu_s"] - res["floor"]["median_cpu_s"]
+                               - res["policy_only"]["median_cpu_s"])}
+    return record("rollout", variant,
+                  {**conf, "n_envs": n_e, "n_steps": steps, "act_steps": act_steps,
+                   "policy": "PPODiffusion.act, DDPM K=20 K'=10, random weights",
+                   "counting": "n_envs*n_steps*act_steps"},
+                  figs, f"{_fmt(rate['rollout'])} env steps/s with the policy, {_fmt(rate['floor'])} on the "
+                        f"random-action floor (time ratio {ratio:.2f}); CPU seconds: rollout "
+                        f"{res['rollout']['median_cpu_s']:.2f}, floor {res['floor']['median_cpu_s']:.2f}, the "
+                        f"policy calls alone {res['policy_only']['median_cpu_s']:.2f}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+def tracing_counts(model) -> dict[str, int]:
+    fns = {"sample": model._sample, "values_and_log_probs": model._old, "values": model._values,
+           "update": model._update}
+    return {k: int(f.experimental_get_tracing_count()) for k, f in fns.items()}
+
+
+def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
+    """``n_itr`` training iterations of TrainPPOAgent.run's loop body (train mode, no checkpoint writes),
+    timed per phase: rollout (incl. resets), prep (old values/log-probs, reward scaling, GAE), update, logging
+    (episode stats, trajectory plots where configured, schedulers, TensorBoard/CSV)."""
+    from dppo.runners.episodes import episode_stats
+    from dppo.runners.rollout import raw_paths
+    from dppo.utils.logging import MetricLogger
+    logger = MetricLogger(agent.logdir)
+    obs, done = None, np.ones(agent.n_envs, np.float32)
+    out = []
+    for itr in range(n_itr):
+        agent.itr = itr
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        if obs is None or agent.reset_at_iteration:
+            obs, _ = agent.venv.reset(seed=agent.seed + itr if agent.reset_at_iteration else None)
+            done = np.ones(agent.n_envs, np.float32)
+        ro = agent.rollout(obs, done, deterministic=False)
+        obs, done = ro["last_obs"], ro["firsts"][-1]
+        t1 = time.perf_counter()
+        batch = agent.prepare_batch(ro)
+        t2 = time.perf_counter()
+        train_actor = itr >= agent.n_critic_warmup_itr
+        upd = agent.model.update(batch, train_actor, agent.batch_size, agent.update_epochs, agent.vf_coef,
+                                 agent.ent_coef, agent.target_kl, agent.reward_horizon)
+        t3 = time.perf_counter()
+        stats = episode_stats(ro["rewards"], ro["firsts"], agent.act_steps, agent.success_threshold)
+        agent.last_trajectories = raw_paths(ro, agent.normalization)
+        metrics = {**{f"train/{k}": v for k, v in stats.items()}, **{f"loss/{k}": v for k, v in upd.items()}}
+        if train_actor:
+            agent.actor_scheduler.step()
+            agent.actor_optimizer.set_lr(agent.actor_scheduler.lr)
+        agent.critic_scheduler.step()
+        agent.critic_optimizer.set_lr(agent.critic_scheduler.lr)
+        if agent.render_freq and itr % agent.render_freq == 0 and agent.last_trajectories:
+            agent.plot(itr)
+        logger.log(itr, metrics)
+        t4 = time.perf_counter()
+        out.append({"itr": itr, "rollout_s": t1 - t0, "prep_s": t2 - t1, "update_s": t3 - t2, "logging_s": t4 - t3,
+                    "total_s": t4 - t0, "load_1min": round(load, 2), "tracing": tracing_counts(agent.model)})
+    logger.close()
+    return out
+
+
+def _iteration_record(variant: str, cfg, itrs: list[dict], notes: str, extrapolate_epochs: float = 1.0,
+                      extrapolate_steps: float = 1.0) -> dict:
+    steady = itrs[1:] if len(itrs) > 1 else itrs
+    med = {k: statistics.median(i[k] for i in steady) for k in ("rollout_s", "prep_s", "update_s", "logging_s",
+                                                                  "total_s")}
+    figs: dict[str, Any] = {"iterations": itrs, "median_steady": med,
+                            "first_iteration_total_s": itrs[0]["total_s"],
+                            "tracing_constant_after_first": all(i["tracing"] == itrs[0]["tracing"] for i in itrs)}
+    summary = (f"rollout {med['rollout_s']:.2f} s, prep {med['prep_s']:.2f} s, update {med['update_s']:.2f} s, "
+               f"logging {med['logging_s']:.2f} s = {med['total_s']:.2f} s/itr")
+    if extrapolate_epochs != 1.0 or extrapolate_steps != 1.0:
+        est = {"rollout_s": med["rollout_s"] * extrapolate_steps, "prep_s": med["prep_s"] * extrapolate_steps,
+               "update_s": med["update_s"] * extrapolate_steps * extrapolate_epochs, "logging_s": med["logging_s"]}
+        est["total_s"] = sum(est.values())
+        figs["extrapolated"] = est
+        summary = (f"extrapolated: rollout {est['rollout_s']:.1f} s, prep {est['prep_s']:.1f} s, update "
+                   f"{est['update_s']:.1f} s, logging {est['logging_s']:.2f} s = {est['total_s']:.1f} s/itr "
+                   f"(measured: {summary})")
+    t = cfg.train
+    conf = {"env": cfg.env.name, "n_envs": cfg.env.n_envs, "n_steps": t.n_steps, "act_steps": cfg.act_steps,
+            "batch_size": t.batch_size, "update_epochs": t.update_epochs, "denoising_steps": cfg.denoising_steps,
+            "ft_denoising_steps": cfg.ft_denoising_steps, "env_batched": cfg.env.get("batched", None)}
+    return record("iteration", variant, conf, figs, notes + summary)
+
+
+def case_iteration(quick: bool) -> list[dict]:
+    """One full DPPO iteration on Hopper at the reference's size and at a two-core size; Avoid M2 (the demo)."""
+    from dppo.runners.ppo import TrainPPOAgent
+    size = _size(quick)
+    out = []
+    # Avoid M2, the demo's config (first iteration traces; steady state = the later ones), with the batched
+    # vector env (the default) and with the sync one
+    for batched in (True, False):
+        cfg = B.avoid_m2_cfg(f"iter-avoid-{batched}", **{"env.batched": batched})
+        itrs = timed_iterations(TrainPPOAgent(cfg), size["avoid_itrs"])
+        out.append(_iteration_record(
+            f"Avoid M2 (demo config: 50 envs x 25 steps, batch 625, 10 epochs), "
+            f"{'batched' if batched else 'sync'} env", cfg, itrs, f"median of iterations 2..{len(itrs)}: "))
+    # two-core size
+    cfg = B.hopper_cfg("iter-small", **{"env.n_envs": 10, "train.n_steps": 100, "train.batch_size": 2500,
+                                        "train.update_epochs": 2})
+    itrs = timed_iterations(TrainPPOAgent(cfg), size["small_itrs"])
+    out.append(_iteration_record("Hopper two-core (10 envs x 100 steps, batch 2500, 2 epochs)", cfg, itrs,
+                                 f"median of iterations 2..{len(itrs)}: "))
+    # the reference's size: 40 envs x 500 steps, batch 5000, 5 epochs; measured with fewer epochs/steps
+    steps, epochs = size["ref_steps"], size["ref_epochs"]
+    cfg = B.hopper_cfg("iter-ref", **{"train.n_steps": steps, "train.update_epochs": epochs})
+    itrs = timed_iterations(TrainPPOAgent(cfg), 2)
+    out.append(_iteration_record(
+        "Hopper reference (40 envs x 500 steps, batch 5000, 5 epochs)", cfg, itrs,
+        f"measured with n_steps {steps}, {epochs} epoch(s), 2nd of 2 iterations; ", extrapolate_epochs=5 / epochs,
+        extrapolate_steps=500 / steps))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def case_xla(quick: bool) -> list[dict]:
+    """Not in the default run (compiling takes minutes here): the sampler and the update compiled with XLA
+    (``jit_compile=True``) against the plain tf.function, interleaved in one process."""
+    out = []
+    model = B.ppo_diffusion()
+    xla_sample = tf.function(model._sample_graph, jit_compile=True, reduce_retracing=True)
+    rng = np.random.default_rng(0)
+    for n in (10, 40):
+        cond = {"state": tf.constant(rng.standard_normal((n, 1, 11)).astype(np.float32))}
+        res = {}
+        for name, fn in (("plain", model._sample), ("xla", xla_sample)):
+            t0 = time.perf_counter()
+            fn(cond, deterministic=False, return_chain=True)[0].numpy()
+            first = time.perf_counter() - t0
+
+            def go(fn=fn, cond=cond):
+                for _ in range(10):
+                    a, c = fn(cond, deterministic=False, return_chain=True)
+                    a.numpy(), c.numpy()
+
+            res[name] = {**timed(go, repeats=3, warmup=0), "first_call_s": first}
+        ms = {k: v["median_s"] / 10 * 1e3 for k, v in res.items()}
+        out.append(record("xla", f"sampler, {n} envs", {"n_envs": n, "calls_per_repeat": 10}, res,
+                          f"plain {ms['plain']:.1f} ms/call vs XLA {ms['xla']:.1f} ms/call; first call (trace + "
+                          f"compile) {res['plain']['first_call_s']:.1f} s vs {res['xla']['first_call_s']:.1f} s"))
+    n = 2000 if quick else 5000
+    batch = B.random_batch(model, n)
+    fl = update_flops(model)["per_transition"]
+    xla_update = tf.function(model._update_graph, jit_compile=True)
+    res = {}
+    for name, fn in (("plain", model._update), ("xla", xla_update)):
+        def go(fn=fn):
+            out_ = fn(batch["cond"], batch["samples"], batch["returns"], batch["values"], batch["advantages"],
+                      batch["log_probs"], tf.constant(True), batch_size=5000, update_epochs=1, vf_coef=0.5,
+                      ent_coef=0.0, target_kl=float("inf"), reward_horizon=4)
+            float(out_["loss"])
+
+        t0 = time.perf_counter()
+        go()
+        first = time.perf_counter() - t0
+        res[name] = {**timed(go, repeats=3, warmup=0), "first_call_s": first}
+        res[name]["gflops"] = (n * KP // 5000) * 5000 * fl / res[name]["median_s"] / 1e9
+    out.append(record("xla", f"update, {n} env steps, batch 5000", {"env_steps": n, "batch_size": 5000}, res,
+                      f"plain {res['plain']['gflops']:.1f} GFLOP/s vs XLA {res['xla']['gflops']:.1f} GFLOP/s; "
+                      f"first call {res['plain']['first_call_s']:.1f} s vs {res['xla']['first_call_s']:.1f} s"))
+    return out
+
+
+CASES = {"peak": case_peak, "sample": case_sample, "update": case_update, "pretrain": case_pretrain,
+         "rollout": case_rollout, "iteration": case_iteration}
+OPTIONAL = {"xla": case_xla}  # run only when named with --case

@@ -1,0 +1,79 @@
+"""``benchmarks/results.md``: the latest record of every (case, variant) in results.jsonl, then notes.md."""
+
+from __future__ import annotations
+
+from benchmarks.common import NOTES_MD, RESULTS_MD, load_records
+
+ORDER = ("peak", "sample", "update", "pretrain", "rollout", "iteration", "xla")
+
+
+def latest_records() -> list[dict]:
+    """For each case, the records of the latest run that measured it (so sizes never mix within a case)."""
+    records = [r for r in load_records() if "run" in r]
+    last_run = {}
+    for rec in records:
+        last_run[rec["case"]] = rec["run"]
+    chosen = [r for r in records if r["run"] == last_run[r["case"]]]
+    return sorted(chosen, key=lambda r: (ORDER.index(r["case"]) if r["case"] in ORDER else 99, r["timestamp"]))
+
+
+def _load(rec: dict) -> str:
+    figs = rec["figures"]
+    loads = figs.get("load_1min")
+    if loads is None and isinstance(figs.get("rollout"), dict):
+        loads = figs["rollout"].get("load_1min")
+    if loads is None and figs.get("iterations"):
+        loads = [i["load_1min"] for i in figs["iterations"]]
+    if not loads:
+        loads = [rec["machine"]["loadavg"][0]]
+    return ", ".join(f"{x:.1f}" for x in loads)
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| case | variant | result | 1-min load at each repeat | sizes | when (UTC) |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        result = r["notes"].replace("|", "/")
+        lines.append(f"| {r['case']} | {r['variant']} | {result} | {_load(r)} | {r.get('sizes', 'full')} | "
+                     f"{r['timestamp'][:16].replace('T', ' ')} |")
+    return "\n".join(lines)
+
+
+def tracing_table(records: list[dict]) -> str:
+    rows = [r for r in records if r["case"] == "iteration"]
+    if not rows:
+        return ""
+    lines = ["| iteration config | tracing counts after each iteration (sample, values+log-probs, values, update) "
+             "| constant after the first |", "|---|---|---|"]
+    for r in rows:
+        counts = " / ".join("(" + ", ".join(str(v) for v in i["tracing"].values()) + ")"
+                            for i in r["figures"]["iterations"])
+        lines.append(f"| {r['variant']} | {counts} | {r['figures']['tracing_constant_after_first']} |")
+    return "\n".join(lines)
+
+
+def write_results_md() -> None:
+    records = latest_records()
+    machine = records[-1]["machine"] if records else {}
+    vers = records[-1]["versions"] if records else {}
+    parts = [
+        "# dppo-tf benchmarks",
+        "",
+        "Written by `python -m benchmarks.run` (`make bench`) from the latest record of each case in "
+        "`benchmarks/results.jsonl`. The machine is shared: every figure is the median of at least 3 repeats "
+        "after an untimed warm-up, and the 1-minute load average at each repeat is listed (2 cores: a load above 2 "
+        "means other jobs were competing for them).",
+        "",
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores; "
+        + ", ".join(f"{k} {v}" for k, v in vers.items()),
+        "",
+        table(records),
+        "",
+        "## Tracing",
+        "",
+        tracing_table(records),
+        "",
+    ]
+    if NOTES_MD.exists():
+        parts.append(NOTES_MD.read_text())
+    RESULTS_MD.write_text("\n".join(parts).rstrip() + "\n")
