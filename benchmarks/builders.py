@@ -33,7 +33,7 @@ def diffusion_mlp(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4
 
 def ppo_diffusion(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4, denoising_steps: int = 20,
                   ft_denoising_steps: int = 10, use_ddim: bool = False, ddim_steps: int | None = None,
-                  seed: int = 0):
+                  seed: int = 0, jit_compile_sampler: bool = False):
     """PPODiffusion with the gym hopper config's networks and PPO settings, and AdamW optimisers."""
     from dppo.algos.ppo_diffusion import PPODiffusion
     from dppo.nets.critics import CriticObs
@@ -45,7 +45,8 @@ def ppo_diffusion(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4
         ft_denoising_steps=ft_denoising_steps, horizon_steps=horizon_steps, obs_dim=obs_dim, action_dim=action_dim,
         denoising_steps=denoising_steps, use_ddim=use_ddim, ddim_steps=ddim_steps, gamma_denoising=0.99,
         clip_ploss_coef=0.01, clip_ploss_coef_base=0.01, clip_ploss_coef_rate=3.0, randn_clip_value=3.0,
-        min_sampling_denoising_std=0.1, min_logprob_denoising_std=0.1, seed=seed)
+        min_sampling_denoising_std=0.1, min_logprob_denoising_std=0.1, seed=seed,
+        jit_compile_sampler=jit_compile_sampler)
     model.set_optimizers(AdamW(model.trainable_actor_variables(), 1e-4),
                          AdamW(model.critic.trainable_variables, 1e-3))
     return model

@@ -66,7 +66,9 @@ def case_sample(quick: bool) -> list[dict]:
     out = []
     setups = [("DDPM K=20 K'=10", dict(denoising_steps=20, ft_denoising_steps=KP), (40, 50)),
               ("DDIM 5 steps (K=100, K'=5)", dict(denoising_steps=100, ft_denoising_steps=5, use_ddim=True,
-                                                  ddim_steps=5), (40,))]
+                                                  ddim_steps=5), (40,)),
+              ("DDPM K=20 K'=10, XLA (model.jit_compile_sampler: true)",
+               dict(denoising_steps=20, ft_denoising_steps=KP, jit_compile_sampler=True), (40,))]
     for label, kw, envs in setups:
         model = B.ppo_diffusion(**kw)
         for n in envs:
@@ -362,7 +364,7 @@ def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
 
 
 def _iteration_record(variant: str, cfg, itrs: list[dict], notes: str, extrapolate_epochs: float = 1.0,
-                      extrapolate_steps: float = 1.0) -> dict:
+                      extrapolate_steps: float = 1.0, case: str = "iteration") -> dict:
     steady = itrs[1:] if len(itrs) > 1 else itrs
     med = {k: statistics.median(i[k] for i in steady) for k in ("rollout_s", "prep_s", "update_s", "logging_s",
                                                                   "total_s")}
@@ -383,7 +385,7 @@ def _iteration_record(variant: str, cfg, itrs: list[dict], notes: str, extrapola
     conf = {"env": cfg.env.name, "n_envs": cfg.env.n_envs, "n_steps": t.n_steps, "act_steps": cfg.act_steps,
             "batch_size": t.batch_size, "update_epochs": t.update_epochs, "denoising_steps": cfg.denoising_steps,
             "ft_denoising_steps": cfg.ft_denoising_steps, "env_batched": cfg.env.get("batched", None)}
-    return record("iteration", variant, conf, figs, notes + summary)
+    return record(case, variant, conf, figs, notes + summary)
 
 
 def case_iteration(quick: bool) -> list[dict]:
@@ -416,55 +418,78 @@ def case_iteration(quick: bool) -> list[dict]:
     return out
 
 
+def case_reference(quick: bool) -> list[dict]:
+    """Not in the default run (about 4 minutes here): the reference Hopper iteration measured as it is, 5 epochs."""
+    from dppo.runners.ppo import TrainPPOAgent
+    cfg = B.hopper_cfg("iter-ref-full")
+    itrs = timed_iterations(TrainPPOAgent(cfg), 2)
+    return [_iteration_record("Hopper reference (40 envs x 500 steps, batch 5000, 5 epochs), measured in full", cfg,
+                              itrs, "2nd of 2 iterations: ", case="reference")]
+
+
 # ---------------------------------------------------------------------------------------------------------
+def _interleaved(fns: dict[str, Any], repeats: int = 3) -> dict[str, dict[str, Any]]:
+    """First call of each (trace/compile) timed alone, then the repeats alternate between the functions."""
+    res: dict[str, dict[str, Any]] = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        res[name] = {"first_call_s": time.perf_counter() - t0}
+    runs: dict[str, list] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            runs[name].append(timed(fn, repeats=1, warmup=0))
+    for name, rs in runs.items():
+        secs, cpus = [r["seconds"][0] for r in rs], [r["cpu_seconds"][0] for r in rs]
+        res[name].update({"seconds": secs, "median_s": statistics.median(secs), "cpu_seconds": cpus,
+                          "median_cpu_s": statistics.median(cpus), "load_1min": [r["load_1min"][0] for r in rs]})
+    return res
+
+
 def case_xla(quick: bool) -> list[dict]:
-    """Not in the default run (compiling takes minutes here): the sampler and the update compiled with XLA
-    (``jit_compile=True``) against the plain tf.function, interleaved in one process."""
+    """Not in the default run: the sampler and the update compiled with XLA (``jit_compile=True``) against the
+    plain tf.function, repeats interleaved in one process."""
     out = []
     model = B.ppo_diffusion()
     xla_sample = tf.function(model._sample_graph, jit_compile=True, reduce_retracing=True)
     rng = np.random.default_rng(0)
+    calls = 10
     for n in (10, 40):
         cond = {"state": tf.constant(rng.standard_normal((n, 1, 11)).astype(np.float32))}
-        res = {}
-        for name, fn in (("plain", model._sample), ("xla", xla_sample)):
-            t0 = time.perf_counter()
-            fn(cond, deterministic=False, return_chain=True)[0].numpy()
-            first = time.perf_counter() - t0
 
-            def go(fn=fn, cond=cond):
-                for _ in range(10):
-                    a, c = fn(cond, deterministic=False, return_chain=True)
-                    a.numpy(), c.numpy()
+        def run(fn, cond=cond):
+            for _ in range(calls):
+                a, c = fn(cond, deterministic=False, return_chain=True)
+                a.numpy(), c.numpy()
 
-            res[name] = {**timed(go, repeats=3, warmup=0), "first_call_s": first}
-        ms = {k: v["median_s"] / 10 * 1e3 for k, v in res.items()}
-        out.append(record("xla", f"sampler, {n} envs", {"n_envs": n, "calls_per_repeat": 10}, res,
-                          f"plain {ms['plain']:.1f} ms/call vs XLA {ms['xla']:.1f} ms/call; first call (trace + "
-                          f"compile) {res['plain']['first_call_s']:.1f} s vs {res['xla']['first_call_s']:.1f} s"))
+        res = _interleaved({"plain": lambda run=run: run(model._sample), "xla": lambda run=run: run(xla_sample)})
+        ms = {k: v["median_s"] / calls * 1e3 for k, v in res.items()}
+        cpu = {k: v["median_cpu_s"] / calls * 1e3 for k, v in res.items()}
+        out.append(record("xla", f"sampler, {n} envs", {"n_envs": n, "calls_per_repeat": calls}, res,
+                          f"plain {ms['plain']:.1f} ms/call ({cpu['plain']:.1f} ms CPU) vs XLA {ms['xla']:.1f} "
+                          f"({cpu['xla']:.1f} ms CPU); first call (trace + compile) {res['plain']['first_call_s']:.1f} "
+                          f"s vs {res['xla']['first_call_s']:.1f} s"))
     n = 2000 if quick else 5000
     batch = B.random_batch(model, n)
-    fl = update_flops(model)["per_transition"]
+    flop = (n * KP // 5000) * 5000 * update_flops(model)["per_transition"]
     xla_update = tf.function(model._update_graph, jit_compile=True)
-    res = {}
-    for name, fn in (("plain", model._update), ("xla", xla_update)):
-        def go(fn=fn):
-            out_ = fn(batch["cond"], batch["samples"], batch["returns"], batch["values"], batch["advantages"],
-                      batch["log_probs"], tf.constant(True), batch_size=5000, update_epochs=1, vf_coef=0.5,
-                      ent_coef=0.0, target_kl=float("inf"), reward_horizon=4)
-            float(out_["loss"])
 
-        t0 = time.perf_counter()
-        go()
-        first = time.perf_counter() - t0
-        res[name] = {**timed(go, repeats=3, warmup=0), "first_call_s": first}
-        res[name]["gflops"] = (n * KP // 5000) * 5000 * fl / res[name]["median_s"] / 1e9
+    def upd(fn):
+        o = fn(batch["cond"], batch["samples"], batch["returns"], batch["values"], batch["advantages"],
+               batch["log_probs"], tf.constant(True), batch_size=5000, update_epochs=1, vf_coef=0.5, ent_coef=0.0,
+               target_kl=float("inf"), reward_horizon=4)
+        float(o["loss"])
+
+    res = _interleaved({"plain": lambda: upd(model._update), "xla": lambda: upd(xla_update)})
+    gf = {k: flop / v["median_s"] / 1e9 for k, v in res.items()}
+    for k in res:
+        res[k]["gflops"] = gf[k]
     out.append(record("xla", f"update, {n} env steps, batch 5000", {"env_steps": n, "batch_size": 5000}, res,
-                      f"plain {res['plain']['gflops']:.1f} GFLOP/s vs XLA {res['xla']['gflops']:.1f} GFLOP/s; "
-                      f"first call {res['plain']['first_call_s']:.1f} s vs {res['xla']['first_call_s']:.1f} s"))
+                      f"plain {gf['plain']:.1f} GFLOP/s vs XLA {gf['xla']:.1f} GFLOP/s; first call "
+                      f"{res['plain']['first_call_s']:.1f} s vs {res['xla']['first_call_s']:.1f} s"))
     return out
 
 
 CASES = {"peak": case_peak, "sample": case_sample, "update": case_update, "pretrain": case_pretrain,
          "rollout": case_rollout, "iteration": case_iteration}
-OPTIONAL = {"xla": case_xla}  # run only when named with --case
+OPTIONAL = {"reference": case_reference, "xla": case_xla}  # run only when named with --case

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmarks.common import NOTES_MD, RESULTS_MD, load_records
 
-ORDER = ("peak", "sample", "update", "pretrain", "rollout", "iteration", "xla")
+ORDER = ("peak", "sample", "update", "pretrain", "rollout", "iteration", "reference", "xla")
 
 
 def latest_records() -> list[dict]:
@@ -20,10 +20,10 @@ def latest_records() -> list[dict]:
 def _load(rec: dict) -> str:
     figs = rec["figures"]
     loads = figs.get("load_1min")
-    if loads is None and isinstance(figs.get("rollout"), dict):
-        loads = figs["rollout"].get("load_1min")
     if loads is None and figs.get("iterations"):
         loads = [i["load_1min"] for i in figs["iterations"]]
+    if loads is None:  # records with several timings (rollout: rollout/floor/policy; xla: plain/xla)
+        loads = [x for v in figs.values() if isinstance(v, dict) for x in v.get("load_1min", [])]
     if not loads:
         loads = [rec["machine"]["loadavg"][0]]
     return ", ".join(f"{x:.1f}" for x in loads)
@@ -40,7 +40,7 @@ def table(records: list[dict]) -> str:
 
 
 def tracing_table(records: list[dict]) -> str:
-    rows = [r for r in records if r["case"] == "iteration"]
+    rows = [r for r in records if r["case"] in ("iteration", "reference")]
     if not rows:
         return ""
     lines = ["| iteration config | tracing counts after each iteration (sample, values+log-probs, values, update) "
@@ -59,10 +59,11 @@ def write_results_md() -> None:
     parts = [
         "# dppo-tf benchmarks",
         "",
-        "Written by `python -m benchmarks.run` (`make bench`) from the latest record of each case in "
-        "`benchmarks/results.jsonl`. The machine is shared: every figure is the median of at least 3 repeats "
-        "after an untimed warm-up, and the 1-minute load average at each repeat is listed (2 cores: a load above 2 "
-        "means other jobs were competing for them).",
+        "Written by `python -m benchmarks.run` (`make bench`) from `benchmarks/results.jsonl`: for each case, the "
+        "records of the latest run that measured it. The machine is shared: every figure is the median of at "
+        "least 3 repeats after an untimed warm-up, and the 1-minute load average at each repeat is listed (2 "
+        "cores: a load above 2 means other jobs were competing for them). Fractions of peak are given in wall "
+        "time and in CPU time; read the CPU-time one (see Counting rules below).",
         "",
         f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores; "
         + ", ".join(f"{k} {v}" for k, v in vers.items()),

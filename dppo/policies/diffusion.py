@@ -33,7 +33,7 @@ class DiffusionModel(tf.Module):
                  randn_clip_value: float = 10.0, final_action_clip_value: float | None = None,
                  eps_clip_value: float | None = None, use_ddim: bool = False, ddim_steps: int | None = None,
                  ddim_discretize: str = "uniform", cond_steps: int = 1, network_path: str | None = None,
-                 seed: int = 0, device: Any = None, name: str | None = None):
+                 seed: int = 0, device: Any = None, name: str | None = None, jit_compile_sampler: bool = False):
         super().__init__(name=name)
         if use_ddim and not predict_epsilon:
             raise ValueError("use_ddim requires predict_epsilon=True")
@@ -56,7 +56,11 @@ class DiffusionModel(tf.Module):
         self.rng = tf.random.Generator.from_seed(seed)
         self._buffers = {k: tf.constant(v) for k, v in vars(self.schedule).items() if isinstance(v, np.ndarray)}
         self.build_network(self.network)
-        self._sample = tf.function(self._sample_graph, reduce_retracing=True)
+        # jit_compile_sampler (opt-in, config ``model.jit_compile_sampler``): the sampler compiled with XLA was
+        # 20-25% faster per call at 10-40 envs on an idle two-core CPU, but compiles for seconds per input shape,
+        # draws a different random stream than the plain graph, and was slower under heavy load (benchmarks/)
+        self._sample = tf.function(self._sample_graph, reduce_retracing=True,
+                                   jit_compile=True if jit_compile_sampler else None)
         if network_path:
             from dppo.utils.checkpoint import load_policy_weights
             load_policy_weights(self, network_path)
