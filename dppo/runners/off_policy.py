@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -101,15 +99,7 @@ class ReplayBuffer:
         arrays = {k: getattr(self, k)[: self.size] for k in self.FIELDS}
         arrays.update(ptr=np.asarray(self.ptr), size=np.asarray(self.size), capacity=np.asarray(self.capacity))
         arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return ckpt.write_npz_atomic(path, arrays)
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore rows and pointer from :meth:`save`'s file; returns its ``extra`` values."""
@@ -291,13 +281,9 @@ class TrainSACAgent:
         return path
 
     def resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+        state = ckpt.restore_latest(self.checkpoint_dir, self.checkpoint_groups())
+        if state is None:
             return
-        state = ckpt.load_checkpoint(path)
-        for group, variables in self.checkpoint_groups().items():
-            ckpt.restore_group(state, group, variables, path)
         self.itr = int(ckpt.meta(state, "itr"))
         self.env_steps = int(ckpt.meta(state, "env_steps"))
         if self.buffer_path.is_file():
@@ -309,7 +295,7 @@ class TrainSACAgent:
                 self.rng.bit_generator.state = json.loads(extra["rng"])
         else:
             log.warning("no replay buffer at %s: resuming with an empty buffer", self.buffer_path)
-        log.info("resumed from %s at iteration %d (%d transitions in the buffer)", path, self.itr, len(self.buffer))
+        log.info("resumed at iteration %d (%d transitions in the buffer)", self.itr, len(self.buffer))
 
     # ------------------------------------------------------------------------------------------ acting
     def explore_action(self) -> np.ndarray:

@@ -132,13 +132,9 @@ class TrainPPOAgent:
              "np_rng": np.random.get_state()[1], **extra})
 
     def resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+        state = ckpt.restore_latest(self.checkpoint_dir, self.checkpoint_groups())
+        if state is None:
             return
-        state = ckpt.load_checkpoint(path)
-        for group, variables in self.checkpoint_groups().items():
-            ckpt.restore_group(state, group, variables, path)
         self.itr = int(ckpt.meta(state, "itr")) + 1
         self.env_steps = int(ckpt.meta(state, "env_steps"))
         self.model.rng.reset(ckpt.meta(state, "rng"))
@@ -148,7 +144,6 @@ class TrainPPOAgent:
         if self.reward_scaler is not None:
             self.reward_scaler.load_state({k: state[f"meta/reward_scaler/{k}"]
                                            for k in ("returns", "mean", "var", "count")})
-        log.info("resumed from %s; next iteration %d", path, self.itr)
 
     # rollout ---------------------------------------------------------------------------------------------
     def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:

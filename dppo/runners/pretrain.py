@@ -96,17 +96,12 @@ class TrainDiffusionAgent:
                                      "scheduler_steps": self.scheduler.steps})
 
     def resume(self) -> None:
-        path = ckpt.latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+        state = ckpt.restore_latest(self.checkpoint_dir, self.checkpoint_groups())
+        if state is None:
             return
-        state = ckpt.load_checkpoint(path)
-        for group, variables in self.checkpoint_groups().items():
-            ckpt.restore_group(state, group, variables, path)
         self.epoch = int(ckpt.meta(state, "epoch"))
         self.model.rng.reset(ckpt.meta(state, "rng"))
         self.scheduler.steps = int(ckpt.meta(state, "scheduler_steps"))
-        log.info("resumed from %s at epoch %d", path, self.epoch)
 
     # ----------------------------------------------------------------------------------------------------
     def run(self) -> dict:

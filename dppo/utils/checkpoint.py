@@ -7,6 +7,7 @@ checks counts and shapes and names the file and the weight on a mismatch.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -33,6 +36,13 @@ def save_checkpoint(path: str | Path, groups: dict[str, Sequence[tf.Variable]],
             arrays[f"{group}/{i:04d}"] = v.numpy()
     for key, value in (meta or {}).items():
         arrays[f"meta/{key}"] = np.asarray(value)
+    return write_npz_atomic(path, arrays)
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``np.savez`` to a temporary file beside ``path``, then rename: a crash never leaves a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)
     try:
@@ -42,6 +52,20 @@ def save_checkpoint(path: str | Path, groups: dict[str, Sequence[tf.Variable]],
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def restore_latest(directory: str | Path, groups: dict[str, Sequence[tf.Variable]]) -> dict[str, np.ndarray] | None:
+    """Restore ``groups`` from the latest ``state_<n>.npz`` in ``directory``; returns the checkpoint (for its
+    metadata), or None (with a warning) when there is none."""
+    path = latest_checkpoint(directory)
+    if path is None:
+        log.warning("resume=true but no checkpoint in %s; starting from scratch", directory)
+        return None
+    state = load_checkpoint(path)
+    for group, variables in groups.items():
+        restore_group(state, group, variables, path)
+    log.info("resuming from %s", path)
+    return state
 
 
 def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
