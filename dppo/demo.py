@@ -20,10 +20,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from dppo.run import map_targets, register_resolvers  # noqa: E402
+from dppo.run import compose_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = ROOT / "cfg" / "d3il"
@@ -31,12 +30,7 @@ CFG = ROOT / "cfg" / "d3il"
 
 def load_cfg(stage: str, name: str, overrides: list[str]) -> DictConfig:
     """Compose ``cfg/d3il/<stage>/avoid_m2/<name>.yaml`` with overrides, resolved, reference targets mapped."""
-    with initialize_config_dir(str(CFG / stage / "avoid_m2"), version_base=None):
-        cfg = compose(name, overrides=overrides)
-    OmegaConf.resolve(cfg)
-    OmegaConf.set_struct(cfg, False)
-    map_targets(cfg)
-    return cfg
+    return compose_config(CFG / stage / "avoid_m2", name, overrides)
 
 
 def evaluate(run: Path, tag: str, checkpoint: Path, n_episodes: int, seed: int) -> dict:
@@ -59,7 +53,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
-    register_resolvers()
     start = time.time()
     run = Path(args.out or f"runs/demo_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
     run.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.utils import get_class
@@ -71,6 +72,20 @@ def map_targets(cfg: DictConfig) -> None:
                 cfg[key] = REFERENCE_TARGETS[cfg[key]]
             elif isinstance(value, DictConfig):
                 map_targets(value)
+
+
+def compose_config(config_dir: str | os.PathLike, name: str, overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``<config_dir>/<name>.yaml`` with Hydra overrides, outside ``@hydra.main``: resolved,
+    reference targets mapped, struct mode off (for scripts that build several agents in one process)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        cfg = compose(name, overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    OmegaConf.set_struct(cfg, False)
+    map_targets(cfg)
+    return cfg
 
 
 def run_config(cfg: DictConfig):

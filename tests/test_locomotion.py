@@ -83,7 +83,8 @@ def test_normalisation_round_trip_through_wrappers(tmp_path):
 CFG_DIR = Path(__file__).resolve().parents[1] / "cfg" / "gym"
 GYM_CONFIGS = [(f"pretrain/{t}-medium-v2", "pre_diffusion_mlp") for t in ("hopper", "walker2d", "halfcheetah")] + [
     (f"finetune/{t}-v2", n) for t in ("hopper", "walker2d", "halfcheetah")
-    for n in ("ft_ppo_diffusion_mlp", "sac_mlp")] + [("eval/hopper-v2", "eval_diffusion_mlp")]
+    for n in ("ft_ppo_diffusion_mlp", "sac_mlp")] + [
+    (f"eval/{t}-v2", "eval_diffusion_mlp") for t in ("hopper", "walker2d", "halfcheetah")]
 
 
 def compose(sub: str, name: str, overrides=()):

@@ -215,6 +215,25 @@ def test_gaussian_fine_tuning_raises_return_on_a_bandit(tmp_path):
     assert (tmp_path / "run" / "checkpoint" / f"state_{len(history) - 1}.npz").is_file()
 
 
+def test_eval_agent_runs_the_fine_tuned_gaussian_policy(tmp_path):
+    from dppo.runners.evaluate import EvalGaussianAgent
+    cfg = bandit_cfg(tmp_path / "ft", n_itr=3)
+    agent = TrainPPOGaussianAgent(cfg)
+    agent.run()
+    eval_cfg = OmegaConf.create({
+        "logdir": str(tmp_path / "ev"), "seed": 0, "n_steps": 4, "act_steps": 1, "env": cfg.env,
+        "base_policy_path": str(tmp_path / "ft" / "checkpoint" / "state_2.npz"),
+        "model": {"_target_": "dppo.policies.gaussian.GaussianModel", "network": cfg.model.actor,
+                  "horizon_steps": 1}})
+    ev = EvalGaussianAgent(eval_cfg)
+    assert ev.weights == "fine-tuned"
+    for a, b in zip(ev.model.network.weights, agent.model.network.weights):  # the trained policy, not the frozen copy
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert any(np.abs(a.numpy() - b.numpy()).max() > 0 for a, b in zip(agent.model.actor.weights,
+                                                                          agent.model.network.weights))
+    assert ev.run()["num_episode"] == 32
+
+
 def test_pixel_agent_shifts_every_stored_frame():
     class Fake:
         pass

@@ -88,3 +88,23 @@ def test_factory_flag(avoid_norm):
     # a stack the batched env does not reproduce falls back to the sync env
     only_norm = {"d3il_lowdim": {"normalization_path": avoid_norm}}
     assert isinstance(make_vector_env("avoiding-m5", 2, only_norm), SyncVectorEnv)
+
+
+def test_sync_reset_takes_one_options_dict_per_env():
+    import gymnasium as gym
+
+    class Recorder(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+        action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            self.options = options
+            return np.zeros(1, np.float32), {}
+
+    venv = SyncVectorEnv([Recorder] * 3)
+    venv.reset(seed=0, options=[{"video_path": "a.mp4"}, {}, {}])
+    assert [e.options for e in venv.envs] == [{"video_path": "a.mp4"}, {}, {}]
+    venv.reset(options={"x": 1})
+    assert [e.options for e in venv.envs] == [{"x": 1}] * 3
+    with pytest.raises(ValueError):
+        venv.reset(options=[{}])

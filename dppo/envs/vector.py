@@ -26,8 +26,12 @@ class SyncVectorEnv:
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
 
-    def reset(self, seed: int | None = None, options: dict | None = None):
-        out = [env.reset(seed=None if seed is None else seed + i, options=options) for i, env in enumerate(self.envs)]
+    def reset(self, seed: int | None = None, options: dict | Sequence[dict] | None = None):
+        """Reset every env (env i with ``seed + i``); ``options`` is one dict for all envs or one per env
+        (e.g. a ``video_path`` for the first few)."""
+        per_env = options if isinstance(options, Sequence) else [options] * self.num_envs
+        out = [env.reset(seed=None if seed is None else seed + i, options=o)
+               for i, (env, o) in enumerate(zip(self.envs, per_env, strict=True))]
         return stack_obs([o for o, _ in out]), {}
 
     def step(self, actions: np.ndarray):

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from dppo.data.normalization import Normalization
 from dppo.envs.factory import make_from_config
+from dppo.policies.diffusion import DiffusionModel
 from dppo.runners.episodes import episode_stats
 from dppo.runners.rollout import raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
@@ -32,6 +33,9 @@ def load_for_eval(model: Any, network_cfg: DictConfig, path: str | Path) -> str:
     if "actor_ft" not in ckpt.groups_in(state):
         ckpt.load_policy_weights(model, path)
         return "pre-trained"
+    if not isinstance(model, DiffusionModel):  # Gaussian / GMM PPO fine-tunes the whole policy network
+        ckpt.restore_group(state, "actor_ft", model.network.weights, path)
+        return "fine-tuned"
     actor_ft = hydra.utils.instantiate(network_cfg)
     model.build_network(actor_ft)
     ckpt.restore_group(state, "network", model.network.weights, path)
@@ -60,9 +64,19 @@ class EvalDiffusionAgent:
         self.weights = load_for_eval(self.model, cfg.model.network, path) if path else "random"
         self.deterministic = bool(cfg.get("deterministic", True))
 
+    def video_options(self) -> list[dict] | None:
+        """With ``env.save_video``, the first ``render_num`` envs record their first episode to
+        ``<logdir>/render/eval_env<i>.mp4`` (envs that support it: the robosuite tasks)."""
+        if not (self.cfg.env.get("save_video") and self.render_num):
+            return None
+        render_dir = self.logdir / "render"
+        render_dir.mkdir(parents=True, exist_ok=True)
+        return [{"video_path": str(render_dir / f"eval_env{i}.mp4")} if i < self.render_num else {}
+                for i in range(self.venv.num_envs)]
+
     def run(self) -> dict[str, float]:
         start = time.time()
-        obs, _ = self.venv.reset(seed=self.seed)
+        obs, _ = self.venv.reset(seed=self.seed, options=self.video_options())
         ro = rollout(self.venv, lambda c: (self.model.sample(c, deterministic=self.deterministic), None), obs,
                      np.ones(self.venv.num_envs, np.float32), self.n_steps, self.act_steps)
         self.venv.close()
