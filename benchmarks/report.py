@@ -52,6 +52,28 @@ def tracing_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def goals_table(records: list[dict]) -> str:
+    """The issue's three speed goals, checked against the latest records."""
+    lines = ["| goal | measured | met |", "|---|---|---|"]
+    for r in records:
+        f = r["figures"]
+        if r["case"] == "update" and "epoch" in r["variant"]:
+            frac = f["fraction_of_peak_cpu"]
+            lines.append(f"| PPO update ({r['variant']}) at >= 80% of the matmul probe | {frac:.0%} (CPU time) | "
+                         f"{'yes' if frac >= 0.8 else 'no'} |")
+        if r["case"] == "rollout":
+            t, floor, pol = (f[k]["median_s"] for k in ("rollout", "floor", "policy_only"))
+            budget = 1.3 * floor + pol
+            lines.append(f"| rollout ({r['variant']}) <= 1.3 x random-action floor + the sampler's time | "
+                         f"{t:.2f} s vs 1.3 x {floor:.2f} + {pol:.2f} = {budget:.2f} s ({t / budget:.2f} of it) | "
+                         f"{'yes' if t <= budget else 'no'} |")
+        if r["case"] in ("iteration", "reference"):
+            ok = f["tracing_constant_after_first"]
+            lines.append(f"| no retracing after the first iteration ({r['variant']}) | see Tracing | "
+                         f"{'yes' if ok else 'no'} |")
+    return "\n".join(lines)
+
+
 def write_results_md() -> None:
     records = latest_records()
     machine = records[-1]["machine"] if records else {}
@@ -69,6 +91,10 @@ def write_results_md() -> None:
         + ", ".join(f"{k} {v}" for k, v in vers.items()),
         "",
         table(records),
+        "",
+        "## Goals",
+        "",
+        goals_table(records),
         "",
         "## Tracing",
         "",

@@ -8,7 +8,7 @@ from gymnasium import spaces
 
 from dppo.algos.advantage import gae
 from dppo.envs.wrappers import MultiStep
-from dppo.runners.episodes import episode_stats
+from dppo.runners.episodes import episode_stats, first_episode_returns
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import CosineAnnealingWarmupRestarts
 
@@ -63,6 +63,9 @@ def test_episode_stats_counts_only_finished_episodes():
     assert s["avg_episode_reward"] == pytest.approx(3.0)
     assert s["avg_best_reward"] == pytest.approx((2 / 4 + 3 / 4) / 2)
     assert s["success_rate"] == pytest.approx(1.0)
+    # first episodes: env 0 ends after step 1 (1 + 2), env 1 after step 2 (0 + 0 + 3)
+    np.testing.assert_allclose(first_episode_returns(rewards, firsts), [3.0, 3.0])
+    np.testing.assert_allclose(first_episode_returns(rewards[:2], firsts[:3]), [3.0])  # env 1 unfinished
 
 
 class CountingEnv(gym.Env):

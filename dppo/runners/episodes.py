@@ -27,3 +27,15 @@ def episode_stats(rewards: np.ndarray, firsts: np.ndarray, act_steps: int, succe
     return {"num_episode": len(returns), "avg_episode_reward": float(np.mean(returns)),
             "avg_best_reward": float(bests_a.mean()), "success_rate": float((bests_a >= success_threshold).mean()),
             "avg_episode_length": float(np.mean(lengths))}
+
+
+def first_episode_returns(rewards: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """Return of each env's first episode when it finished within the rollout (rollouts that start from a
+    reset). Unlike ``episode_stats``, whose later episodes count only when they end early (a fall), this is
+    an unbiased sample of full episodes: one per env."""
+    out = []
+    for env in range(rewards.shape[1]):
+        ends = np.flatnonzero(firsts[1:, env])
+        if firsts[0, env] and ends.size:
+            out.append(rewards[:ends[0] + 1, env].sum())
+    return np.asarray(out, np.float64)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from dppo.data.normalization import Normalization
 from dppo.envs.factory import make_from_config
 from dppo.policies.diffusion import DiffusionModel
-from dppo.runners.episodes import episode_stats
+from dppo.runners.episodes import episode_stats, first_episode_returns
 from dppo.runners.rollout import raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.logging import save_config
@@ -82,10 +82,16 @@ class EvalDiffusionAgent:
         self.venv.close()
         stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
         self.paths = raw_paths(ro, self.normalization)
-        result = {**stats, "weights": self.weights, "time": time.time() - start}
+        first = first_episode_returns(ro["rewards"], ro["firsts"])
+        result = {**stats, "first_episodes": len(first),
+                  "first_episode_reward_mean": float(first.mean()) if len(first) else 0.0,
+                  "first_episode_reward_std": float(first.std()) if len(first) else 0.0,
+                  "weights": self.weights, "time": time.time() - start}
         if self.paths and str(self.cfg.env.name).startswith("avoiding"):
-            from dppo.envs.avoid import summarize_paths
+            from dppo.envs.avoid import paths_with_tcp, summarize_paths
             from dppo.viz.trajectories import save_avoid_plot
+            if self.paths[0].shape[-1] == 2:  # pixel runs: the state is the desired point; replay the TCP
+                self.paths = paths_with_tcp(self.paths, **dict(self.cfg.env.get("specific") or {}))
             result.update(summarize_paths(self.paths))
             if self.render_num:
                 save_avoid_plot(self.logdir / "render" / "traj-eval.png",
