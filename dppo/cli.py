@@ -3,6 +3,7 @@
     dppo run --config-name=X --config-dir=cfg/...     same as python script/run.py
     dppo data avoid|robomimic|gym [options]             make demonstration data here
     dppo export <run dir> [--checkpoint F] [--out D]     SavedModel: action = policy(observation)
+    dppo plot OUT.png LABEL=RUN ... [--keys K ...]       learning curves from runs' metrics.csv
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ def main(argv: list[str] | None = None) -> None:
         if not rest or rest[0] not in DATA_MAKERS:
             sys.exit(f"usage: dppo data {{{'|'.join(DATA_MAKERS)}}} [options]")
         importlib.import_module(DATA_MAKERS[rest[0]]).cli(rest[1:])
+    elif command == "plot":
+        from dppo.viz.curves import cli as plot_cli
+        plot_cli(rest)
     elif command == "export":
         from dppo.export import cli as export_cli
         export_cli(rest)
     else:
-        sys.exit(f"unknown command '{command}'; expected 'run', 'data' or 'export' (see dppo --help)")
+        sys.exit(f"unknown command '{command}'; expected 'run', 'data', 'plot' or 'export' (see dppo --help)")
 
 
 if __name__ == "__main__":

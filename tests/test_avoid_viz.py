@@ -1,6 +1,7 @@
 """Avoid trajectory figures (DPPO TrajPlotter / Fig. 7 style)."""
 
 import numpy as np
+import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
@@ -63,3 +64,17 @@ def test_grid_and_trajplotter(tmp_path):
     assert out == tmp_path / "traj-7.png" and _png_size(out)[2] > 5000
     assert TrajPlotter(env_type="toy")(obs_full_trajs=obs, n_render=1, max_episode_steps=100,
                                        render_dir=tmp_path, itr=0) is None
+
+
+def test_plot_cli_draws_curves_of_runs(tmp_path):
+    from dppo.viz.curves import cli, read_metrics
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.csv").write_text(
+            "step,env_steps,train/avg_episode_reward,eval/avg_episode_reward\n0,0,,1.5\n1,100,2.0,\n2,200,3.0,\n")
+    m = read_metrics(tmp_path / "a" / "metrics.csv")
+    assert np.isnan(m["train/avg_episode_reward"][0]) and m["eval/avg_episode_reward"][0] == 1.5
+    out = cli([str(tmp_path / "c.png"), f"seed 0={tmp_path / 'a'}", f"seed 1={tmp_path / 'b' / 'metrics.csv'}"])
+    assert out.stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        cli([str(tmp_path / "d.png"), f"x={tmp_path / 'missing'}"])

@@ -43,3 +43,25 @@ def plot_learning_curves(path: str | Path, runs: Mapping[str, str | Path], keys:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def cli(argv: list[str] | None = None) -> Path:
+    """``dppo plot OUT.png LABEL=RUN [LABEL=RUN ...] [--keys K ...] [--x env_steps]``: learning curves of
+    runs (a run folder or its metrics.csv), one panel per key."""
+    import argparse
+    p = argparse.ArgumentParser(prog="dppo plot", description=cli.__doc__)
+    p.add_argument("out")
+    p.add_argument("runs", nargs="+", help="LABEL=path to a run folder or metrics.csv")
+    p.add_argument("--keys", nargs="+", default=["train/avg_episode_reward", "eval/avg_episode_reward"])
+    p.add_argument("--x", default="env_steps")
+    args = p.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        label, sep, path = item.partition("=")
+        if not sep:
+            p.error(f"'{item}': expected LABEL=PATH")
+        csv_path = Path(path) / "metrics.csv" if Path(path).is_dir() else Path(path)
+        if not csv_path.is_file():
+            p.error(f"{csv_path}: no metrics.csv")
+        runs[label] = csv_path
+    return plot_learning_curves(args.out, runs, args.keys, x=args.x)
