@@ -52,8 +52,8 @@ def pretrain(run: Path, task: str, family: str, epochs: int) -> Path:
         cfg = compose_config(cfg_dir("pretrain", task), f"pre_{family}_mlp", [
             f"logdir={run / 'pretrain'}", "seed=0", "wandb=null", f"train.n_epochs={epochs}",
             "train.batch_size=128", "train.learning_rate=1e-3", f"train.lr_scheduler.first_cycle_steps={epochs}",
-            f"train.lr_scheduler.warmup_steps={min(10, epochs - 1)}", "train.lr_scheduler.min_lr=1e-4", f"train.save_model_freq={epochs}",
-            "train.update_ema_freq=1"])
+            f"train.lr_scheduler.warmup_steps={min(10, epochs - 1)}", "train.lr_scheduler.min_lr=1e-4",
+            f"train.save_model_freq={epochs}", "train.update_ema_freq=1"])
         cfg.resume = True
         TrainDiffusionAgent(cfg).run()
     return ckpt

@@ -13,10 +13,10 @@ from dppo.data.npz import load_npz, write_dataset  # noqa: E402
 from dppo.envs.robosuite_tasks import (  # noqa: E402
     LOW_DIM_KEYS,
     OBS_DIMS,
-    VideoRecorder,
     make_robosuite_env,
     resolve_task,
 )
+from dppo.envs.video import VideoRecorder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +129,36 @@ def test_collect_writes_dataset(tmp_path):
 
 
 def _can_render():
+    """Offscreen OpenGL works (checked in a child process: a GL context next to TensorFlow segfaults)."""
+    import subprocess
+    import sys
+    code = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody/></mujoco>'); "
+            "mujoco.Renderer(m, 8, 8).close()")
     try:
-        import mujoco
-
-        model = mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>")
-        mujoco.Renderer(model, 8, 8).close()
-        return True
-    except Exception:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
+    except subprocess.TimeoutExpired:
         return False
+
+
+@pytest.mark.skipif(not _can_render(), reason="needs offscreen OpenGL (MUJOCO_GL=egl or osmesa)")
+def test_video_of_an_episode_is_rendered_outside_this_tensorflow_process(tmp_path):
+    import cv2
+    import tensorflow as tf  # noqa: F401  (the situation of every runner: TF loaded, then a video)
+    env = make_robosuite_env("lift", seed=0, render_size=64)
+    try:
+        env.reset(seed=0, options={"video_path": str(tmp_path / "ep.mp4")})
+        for _ in range(3):
+            env.step(np.zeros(7))
+        env.reset(seed=1)  # a reset ends the recording
+    finally:
+        env.close()
+    videos = list(tmp_path.glob("ep.*"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+    if videos[0].suffix == ".mp4":
+        cap, frames = cv2.VideoCapture(str(videos[0])), []
+        while (ok_frame := cap.read())[0]:
+            frames.append(ok_frame[1])
+        assert len(frames) == 4 and frames[0].shape == (64, 64, 3) and frames[0].std() > 5
 
 
 @pytest.mark.skipif(os.environ.get("DPPO_TEST_RENDER") != "1" or not _can_render(),

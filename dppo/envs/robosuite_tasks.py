@@ -22,14 +22,13 @@ Rendering needs an OpenGL backend: ``MUJOCO_GL=egl`` (default here, libraries in
 from __future__ import annotations
 
 import os
-import shutil
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dppo.envs.video import StateVideo
 
 try:  # gymnasium is a core dependency; the import guard only keeps error messages clear
     import gymnasium as gym
@@ -210,7 +209,7 @@ class RobomimicLowdimEnv(gym.Env):
         self.suite_env = make_suite_env(self.task, use_image=use_image, cameras=self.cameras,
                                         image_size=image_size, seed=seed, **kw)
         self._renderer = None
-        self._video: VideoRecorder | None = None
+        self._video: StateVideo | None = None
         self._obs_dict: dict[str, np.ndarray] = {}
         self.max_episode_steps = self.spec_task.max_episode_steps
 
@@ -276,8 +275,9 @@ class RobomimicLowdimEnv(gym.Env):
         obs = self.suite_env.reset()
         options = options or {}
         if options.get("video_path"):
-            self._video = VideoRecorder(options["video_path"], fps=options.get("video_fps", 30))
-            self._video.add(self.render_frame(self.render_size))
+            self._video = StateVideo(options["video_path"], self.suite_env.sim.model._model, self.render_camera,
+                                     self.render_size, fps=options.get("video_fps", 30))
+            self._video.add(self.suite_env.sim.data._data)
         return self._observe(obs), {"success": self.is_success()}
 
     def step(self, action):
@@ -287,7 +287,7 @@ class RobomimicLowdimEnv(gym.Env):
         obs, _, _, _ = self.suite_env.step(action)
         success = self.is_success()
         if self._video is not None:
-            self._video.add(self.render_frame(self.render_size))
+            self._video.add(self.suite_env.sim.data._data)
         # sparse reward: 1 per step spent in the success state (spec 4.4); the episode never terminates here
         return self._observe(obs), float(success), False, False, {"success": success}
 
@@ -346,85 +346,3 @@ def make_robosuite_env(task: str | dict, use_image: bool | None = None, cameras:
     if use_image:
         return env_cls(key, cameras=cameras, image_size=image_size, seed=seed, **kw)
     return env_cls(key, cameras=cameras, image_size=image_size, seed=seed, use_image=False, **kw)
-
-
-# ---------------------------------------------------------------------------------------------------- video
-def _ffmpeg_available() -> bool:
-    try:
-        import imageio_ffmpeg  # noqa: F401
-
-        return True
-    except ImportError:
-        return shutil.which("ffmpeg") is not None
-
-
-class VideoRecorder:
-    """Write uint8 HxWx3 frames to a video file.
-
-    Backends, first that works: imageio + ffmpeg (imageio-ffmpeg or a system ffmpeg) for .mp4; OpenCV's
-    ``VideoWriter`` (opencv-python comes with robosuite and bundles its own ffmpeg, codec mp4v); else a GIF via
-    imageio/Pillow (the path's suffix becomes .gif). ``path`` tells which backend was used after ``close``.
-    """
-
-    def __init__(self, path: str | Path, fps: int = 30):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fps = fps
-        self.frames: list[np.ndarray] = []
-        self.backend: str | None = None
-        self._writer = None
-        if self.path.suffix.lower() == ".gif":
-            self.backend = "gif"
-        elif _ffmpeg_available():
-            import imageio
-
-            self._writer = imageio.get_writer(str(self.path), fps=fps, macro_block_size=1)
-            self.backend = "imageio-ffmpeg"
-        else:
-            try:
-                import cv2  # noqa: F401
-
-                self.backend = "opencv"
-            except ImportError:
-                self.backend = "gif"
-                self.path = self.path.with_suffix(".gif")
-                warnings.warn("no ffmpeg and no OpenCV: writing a GIF instead of mp4", stacklevel=2)
-
-    def add(self, frame: np.ndarray) -> None:
-        frame = np.asarray(frame, dtype=np.uint8)
-        if self.backend == "imageio-ffmpeg":
-            self._writer.append_data(frame)
-        elif self.backend == "opencv":
-            import cv2
-
-            if self._writer is None:
-                h, w = frame.shape[:2]
-                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-                if not self._writer.isOpened():  # no codec: fall back to GIF
-                    self._writer = None
-                    self.backend = "gif"
-                    self.path = self.path.with_suffix(".gif")
-                    self.frames.append(frame)
-                    return
-            self._writer.write(frame[:, :, ::-1])  # OpenCV wants BGR
-        else:
-            self.frames.append(frame)
-
-    def close(self) -> Path:
-        if self.backend in ("imageio-ffmpeg",) and self._writer is not None:
-            self._writer.close()
-        elif self.backend == "opencv" and self._writer is not None:
-            self._writer.release()
-        elif self.backend == "gif" and self.frames:
-            import imageio
-
-            imageio.mimsave(str(self.path), self.frames, duration=1000.0 / self.fps, loop=0)
-        self._writer = None
-        self.frames = []
-        return self.path
-
-    def __enter__(self) -> VideoRecorder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
