@@ -1,19 +1,28 @@
 """Pixel pipeline: ViT token count, RandomShiftsAug semantics, image conditioning, the Avoid raster, and a
-VisionDiffusionMLP pre-training run on tiny raster images."""
+VisionDiffusionMLP pre-training run on tiny raster images; pixel Avoid: the ``avoid_image`` wrapper, the image
+data writer, the TCP replay of desired-only paths and the three image configs."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from dppo.envs.avoid import PILLAR_XY
+from dppo.data.demos.avoid import write_avoid_image_dataset
+from dppo.data.normalization import Normalization, unnormalize
+from dppo.data.npz import load_npz, write_dataset
+from dppo.data.sequence import StitchedSequenceDataset
+from dppo.envs.avoid import PILLAR_XY, START_XY, paths_with_tcp, summarize_paths
+from dppo.envs.factory import make_env, make_from_config, make_vector_env, wrap
 from dppo.envs.raster import FINISH, OUTSIDE, PILLAR, ROBOT, render_avoid_topdown, world_to_pixel
 from dppo.nets.critics import ViTCritic
 from dppo.nets.gaussian_mlp import Gaussian_VisionMLP
 from dppo.nets.vision_diffusion_mlp import VisionDiffusionMLP
 from dppo.nets.vit import RandomShiftsAug, SpatialEmb, VitEncoder, edge_pad
+from dppo.run import compose_config
 from dppo.runners.pretrain import TrainDiffusionAgent
+from dppo.runners.rollout import raw_paths, rollout
 
 TINY_VIT = {"embed_dim": 16, "num_heads": 2, "depth": 1, "embed_style": "embed2", "embed_norm": 0}
 
@@ -127,3 +136,123 @@ def test_vision_diffusion_mlp_pretrains(tmp_path):
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 2 and losses[-1] < 0.9 * losses[0], losses
+
+
+# ------------------------------------------------------------------------------------------ pixel Avoid
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def robot_pixel(img: np.ndarray) -> np.ndarray:
+    """Mean (row, col) of the red robot pixels of one (3, H, W) image."""
+    return np.argwhere((img.transpose(1, 2, 0) == ROBOT).all(-1)).mean(0)
+
+
+def test_avoid_image_wrapper_observation():
+    env = wrap(make_env("avoiding-m5", stale_obs=False), {"avoid_image": {"image_size": 32}})
+    assert set(env.observation_space.spaces) == {"state", "rgb"}
+    assert env.observation_space["rgb"].shape == (3, 32, 32)
+    obs, _ = env.reset(seed=0)
+    for _ in range(12):
+        obs, *_ = env.step(np.array([0.01, 0.0125]))
+    raw = env.unwrapped.sim.observe()[0]
+    assert set(obs) == {"state", "rgb"} and obs["state"].shape == (2,) and obs["rgb"].shape == (3, 32, 32)
+    assert obs["state"].dtype == obs["rgb"].dtype == np.float32 and 0 <= obs["rgb"].min() <= obs["rgb"].max() <= 255
+    np.testing.assert_allclose(obs["state"], raw[:2])  # desired xy
+    np.testing.assert_allclose(robot_pixel(obs["rgb"]), world_to_pixel(raw[2:4], 32) - 0.5, atol=1.0)  # the TCP
+    assert np.abs(raw[2:4] - START_XY).max() > 0.05  # it moved (so the red dot is not just the start)
+
+
+def test_avoid_image_stack_uses_sync_envs_and_normalises_the_2d_state(tmp_path):
+    norm = tmp_path / "normalization.npz"
+    Normalization(np.zeros(2, np.float32), np.ones(2, np.float32), -np.ones(2, np.float32),
+                  np.ones(2, np.float32)).save(norm)
+    wrappers = {"avoid_image": {"image_size": 16}, "d3il_lowdim": {"normalization_path": str(norm)},
+                "multi_step": {"n_obs_steps": 1, "n_action_steps": 4, "max_episode_steps": 100,
+                               "pass_full_observations": True}}
+    venv = make_vector_env("avoiding-m5", 2, wrappers)  # batched by default, but images need the sync stack
+    assert type(venv).__name__ == "SyncVectorEnv"
+    obs, _ = venv.reset(seed=0)
+    assert obs["state"].shape == (2, 1, 2) and obs["rgb"].shape == (2, 1, 3, 16, 16)
+    np.testing.assert_allclose(obs["state"][:, 0], np.broadcast_to(2 * (START_XY / (1 + 1e-6)) - 1, (2, 2)),
+                               atol=1e-5)
+    obs, *_ = venv.step(np.zeros((2, 4, 2), np.float32))
+    assert obs["rgb"].shape == (2, 1, 3, 16, 16) and obs["rgb"].max() <= 255
+
+
+def test_tcp_replay_of_desired_paths_matches_the_state_env(tmp_path):
+    norm_path = tmp_path / "normalization.npz"
+    Normalization(np.array([0, -0.3, 0, -0.3], np.float32), np.array([0.8, 0.5, 0.8, 0.5], np.float32),
+                  np.array([-0.0125, 0], np.float32), np.array([0.0125, 0.0125], np.float32)).save(norm_path)
+    wrappers = {"d3il_lowdim": {"normalization_path": str(norm_path)},
+                "multi_step": {"n_obs_steps": 1, "n_action_steps": 4, "max_episode_steps": 100,
+                               "pass_full_observations": True}}
+    venv = make_vector_env("avoiding-m5", 6, wrappers)
+    obs, _ = venv.reset(seed=0)
+    rng = np.random.default_rng(0)
+    act = lambda _: (tf.constant(rng.uniform(-1, 1, (6, 4, 2)) + [0.0, 0.6], tf.float32), None)  # noqa: E731
+    ro = rollout(venv, act, obs, np.ones(6, np.float32), 25, 4)
+    paths = raw_paths(ro, Normalization.load(norm_path))
+    replayed = paths_with_tcp([p[:, :2] for p in paths])
+    for p, q in zip(paths, replayed):
+        np.testing.assert_allclose(q, p, atol=1e-5)
+    assert summarize_paths(replayed) == summarize_paths(paths)
+
+
+def test_avoid_image_dataset_writer(tmp_path):
+    rng = np.random.default_rng(0)
+    trajs = []
+    for length in (7, 5):
+        desired = np.cumsum(rng.uniform([-0.01, 0.0], [0.01, 0.0125], (length, 2)), 0) + START_XY
+        tcp = desired + rng.normal(0, 0.005, (length, 2))
+        trajs.append({"states": np.concatenate([desired, tcp], 1), "actions": rng.uniform(-0.01, 0.01, (length, 2))})
+    write_dataset(tmp_path / "src", trajs, include_zero=True)
+    path = write_avoid_image_dataset(tmp_path / "src", tmp_path / "img", image_size=16)
+    data = load_npz(path, obs_dim=2, action_dim=2, use_img=True)
+    src = load_npz(tmp_path / "src" / "train.npz")
+    assert data["states"].shape == (12, 2) and data["images"].shape == (12, 3, 16, 16)
+    assert data["images"].dtype == np.uint8 and np.abs(data["states"]).max() <= 1
+    np.testing.assert_array_equal(data["actions"], src["actions"])
+    np.testing.assert_array_equal(data["traj_lengths"], [7, 5])
+    norm, src_norm = Normalization.load(tmp_path / "img" / "normalization.npz"), \
+        Normalization.load(tmp_path / "src" / "normalization.npz")
+    raw = np.concatenate([t["states"] for t in trajs])
+    np.testing.assert_allclose(unnormalize(data["states"], norm.obs_min, norm.obs_max), raw[:, :2], atol=1e-5)
+    np.testing.assert_allclose(norm.obs_min, np.minimum(raw[:, :2].min(0), 0), atol=1e-6)
+    np.testing.assert_array_equal(norm.action_min, src_norm.action_min)
+    np.testing.assert_array_equal(norm.action_max, src_norm.action_max)
+    np.testing.assert_array_equal(data["images"], render_avoid_topdown(raw[:, 2:], size=16))
+    ds = StitchedSequenceDataset(path, horizon_steps=4, use_img=True)
+    actions, cond = ds[0]
+    assert actions.shape == (4, 2) and cond["state"].shape == (1, 2) and cond["rgb"].shape == (1, 3, 16, 16)
+
+
+def test_avoid_image_configs_compose(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPPO_DATA_DIR", "/data")
+    monkeypatch.setenv("DPPO_LOG_DIR", "/logs")
+    cfgs = {stage: compose_config(ROOT / "cfg" / "d3il" / stage / "avoid_m2", name)
+            for stage, name in (("pretrain", "pre_diffusion_mlp_img"), ("finetune", "ft_ppo_diffusion_mlp_img"),
+                                ("eval", "eval_diffusion_mlp_img"))}
+    pre, ft, ev = cfgs["pretrain"], cfgs["finetune"], cfgs["eval"]
+    assert pre.train_dataset_path == "/data/d3il/avoid_m2_img/train.npz" and pre.train_dataset.use_img
+    assert ft.normalization_path == ev.normalization_path == "/data/d3il/avoid_m2_img/normalization.npz"
+    assert ft._target_.endswith("TrainPPOImgDiffusionAgent") and ft.logdir.startswith("/logs/d3il-finetune/")
+    for c in cfgs.values():
+        assert (c.obs_dim, c.action_dim, c.denoising_steps, c.horizon_steps) == (2, 2, 20, 4)
+    assert (ft.ft_denoising_steps, ft.act_steps, ft.train.n_steps, ft.env.n_envs) == (10, 4, 25, 50)
+    for c in (ft, ev):
+        assert list(c.env.wrappers) == ["avoid_image", "d3il_lowdim", "multi_step"]
+        assert c.env.wrappers.avoid_image.image_size == 32
+    nets = [OmegaConf.to_container(n) for n in (pre.model.network, ft.model.actor, ev.model.network)]
+    for n in nets:  # the same network everywhere (checkpoints load), augmentation aside
+        n.pop("augment")
+        assert n["backbone"]["img_h"] == n["backbone"]["img_w"] == 32 and n["cond_dim"] == 2
+    assert nets[0] == nets[1] == nets[2]
+    assert ft.model.critic.backbone.cfg == ft.model.actor.backbone.cfg
+    norm = tmp_path / "normalization.npz"
+    Normalization(np.zeros(2, np.float32), np.ones(2, np.float32), -np.ones(2, np.float32),
+                  np.ones(2, np.float32)).save(norm)
+    env_cfg = OmegaConf.to_container(ev.env)
+    env_cfg["n_envs"] = 2
+    env_cfg["wrappers"]["d3il_lowdim"]["normalization_path"] = str(norm)
+    venv = make_from_config(env_cfg, seed=0)
+    assert type(venv).__name__ == "SyncVectorEnv" and venv.reset(seed=0)[0]["rgb"].shape == (2, 1, 3, 32, 32)

@@ -407,6 +407,26 @@ def register_envs() -> None:
 register_envs()
 
 
+def paths_with_tcp(desired_paths: Sequence[np.ndarray], tracker: str = "second_order",
+                   tracker_gains: tuple[float, float] = (0.2, 0.7), **_) -> list[np.ndarray]:
+    """[desired xy, TCP xy] (T, 4) paths from desired-only (T, 2) paths starting at a reset, for pixel runs whose
+    state is the desired point only: the TCP is a deterministic function of the set-points, so it is replayed
+    with the tracker. Row j's TCP follows row j's desired one step, which holds with stale observations too
+    (their first two rows repeat the reset, and a zero step from rest stays put)."""
+    out = []
+    for p in desired_paths:
+        p = np.asarray(p, dtype=np.float64)[:, :2]
+        sim = AvoidBatch(1, tracker=tracker, tracker_gains=tuple(tracker_gains))
+        sim.desired[:] = p[0]
+        sim.tcp[:] = p[0]
+        tcp = [p[0]]
+        for a in np.diff(p, axis=0):
+            sim.step(a[None], with_info=False)
+            tcp.append(sim.tcp[0].copy())
+        out.append(np.concatenate([p, np.array(tcp)], axis=1))
+    return out
+
+
 def summarize_paths(states: Sequence[np.ndarray]) -> dict[str, float]:
     """Rates over raw rollout paths (T, 4) = [desired xy, TCP xy]: reached_goal (TCP y > 0.4 through any gap),
     collision, and the frequency of each row-3 gap (``mode5`` ... ``mode8``, ``mode_none`` if row 3 was not

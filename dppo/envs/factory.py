@@ -4,7 +4,8 @@ The env block of a config names the task (``env.name``) and the wrappers in orde
 stepped in one process (``dppo.envs.vector.SyncVectorEnv``): on two cores that is faster than paying
 inter-process costs (spec/stack.md measured 1.5-2.5x for MuJoCo locomotion). The Avoid task has a batched
 NumPy implementation: with ``env.batched`` (default true) its envs run as one ``AvoidVectorEnv``, which gives
-the same results as the sync stack, tens of times faster.
+the same results as the sync stack, tens of times faster; image observations (the ``avoid_image`` wrapper) are
+not batched and always take the sync path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 
 from dppo.envs.vector import SyncVectorEnv
-from dppo.envs.wrappers import MultiStep, NormalizeObsAction
+from dppo.envs.wrappers import AvoidImageObs, MultiStep, NormalizeObsAction
 
 WRAPPERS: dict[str, Callable[..., gym.Wrapper]] = {
     "d3il_lowdim": NormalizeObsAction,
@@ -24,6 +25,7 @@ WRAPPERS: dict[str, Callable[..., gym.Wrapper]] = {
     "robomimic_lowdim": NormalizeObsAction,
     "robomimic_image": NormalizeObsAction,
     "normalize": NormalizeObsAction,
+    "avoid_image": AvoidImageObs,  # Avoid from pixels; before the normalisation wrapper (not batched)
     "multi_step": MultiStep,
 }
 

@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from dppo.data.normalization import Normalization
+from dppo.envs.raster import render_avoid_topdown
 
 
 class NormalizeObsAction(gym.Wrapper):
@@ -45,6 +46,24 @@ class NormalizeObsAction(gym.Wrapper):
         raw = self.norm.unnormalize_action(np.asarray(action, dtype=np.float32))
         obs, reward, terminated, truncated, info = self.env.step(raw)
         return self._obs(obs), reward, terminated, truncated, info
+
+
+class AvoidImageObs(gym.ObservationWrapper):
+    """Avoid from pixels: raw obs [desired x, y, TCP x, y] -> {"state": desired xy (the "proprio", float32 (2,)),
+    "rgb": top-down raster of the TCP (``dppo.envs.raster``), float32 (3, image_size, image_size) in [0, 255]}.
+    Goes before the normalisation wrapper (``d3il_lowdim``), which then normalises the 2-D state only."""
+
+    def __init__(self, env: gym.Env, image_size: int = 32, **_: Any):
+        super().__init__(env)
+        self.image_size = int(image_size)
+        self.observation_space = spaces.Dict({
+            "state": spaces.Box(-np.inf, np.inf, (2,), np.float32),
+            "rgb": spaces.Box(0.0, 255.0, (3, self.image_size, self.image_size), np.float32)})
+
+    def observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        obs = np.asarray(obs, dtype=np.float32).reshape(-1)
+        rgb = render_avoid_topdown(obs[2:4][None], size=self.image_size)[0].astype(np.float32)
+        return {"state": obs[:2].copy(), "rgb": rgb}
 
 
 class MultiStep(gym.Wrapper):

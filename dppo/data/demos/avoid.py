@@ -24,7 +24,8 @@ min/max of the reference **[quirk kept: it sets the published normalisation]**.
 
 Run ``python -m dppo.data.demos.avoid --out data/d3il`` (or ``dppo data avoid``); it writes
 ``<out>/avoid_{m1,m2,m3,all}/{train.npz, normalization.npz, raw.npz, trajs.png}`` and prints statistics
-next to the original dataset's.
+next to the original dataset's. ``--images [--image-size 32]`` then writes the pixel sets
+``<out>/avoid_{m1,m2,m3}_img`` from them (:func:`write_avoid_image_dataset`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dppo.data.npz import write_dataset
+from dppo.data.normalization import Normalization, minmax, normalize, unnormalize
+from dppo.data.npz import load_npz, write_dataset
 from dppo.envs.avoid import (
     L1_Y,
     L2_Y,
@@ -243,6 +245,31 @@ def write_avoid_datasets(demos: list[AvoidDemo], out: str | Path, plots: bool = 
     return sets
 
 
+def write_avoid_image_dataset(src: str | Path, out: str | Path, image_size: int = 32) -> Path:
+    """The pixel version of an Avoid dataset folder ``src`` (``train.npz`` + ``normalization.npz``) in ``out``.
+
+    ``states`` = the desired xy (the "proprio"), normalised to [-1, 1] with its own zero-inclusive min/max (like
+    the state sets); ``images`` uint8 (N, 3, H, W) = ``render_avoid_topdown`` of the raw TCP xy; ``actions`` and
+    ``traj_lengths`` copied unchanged. ``normalization.npz`` holds the 2-D obs min/max and the source's action
+    min/max, so the ``avoid_image`` + ``d3il_lowdim`` wrappers reproduce these inputs in the env.
+    """
+    from dppo.envs.raster import render_avoid_topdown
+
+    src, out = Path(src), Path(out)
+    data = load_npz(src / "train.npz", obs_dim=4)
+    norm = Normalization.load(src / "normalization.npz")
+    raw = unnormalize(data["states"].astype(np.float64), norm.obs_min, norm.obs_max)
+    desired, tcp = raw[:, :2], raw[:, 2:4]
+    lo, hi = minmax(desired, include_zero=True)
+    img_norm = Normalization(lo, hi, norm.action_min, norm.action_max)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "train.npz", states=normalize(desired, lo, hi).astype(np.float32),
+                        actions=data["actions"], traj_lengths=data["traj_lengths"],
+                        images=render_avoid_topdown(tcp, size=image_size).astype(np.uint8))
+    img_norm.save(out / "normalization.npz")
+    return out / "train.npz"
+
+
 # ---------------------------------------------------------------------------------------------------------
 def _fmt(v) -> str:
     return "[" + ", ".join(f"{x:8.5f}" for x in np.asarray(v, dtype=np.float64)) + "]"
@@ -309,9 +336,21 @@ def cli(argv: list[str] | None = None) -> None:
     p.add_argument("--tracker", default="second_order", choices=("second_order", "delay", "perfect"),
                    help="TCP tracking model of the env (default second_order)")
     p.add_argument("--no-plots", action="store_true", help="do not draw trajs.png per dataset")
+    p.add_argument("--images", action="store_true",
+                   help="instead, write the pixel sets <out>/avoid_m{1,2,3}_img from the existing <out>/avoid_m{1,2,3}")
+    p.add_argument("--image-size", type=int, default=32, help="raster size of --images (default 32)")
     args = p.parse_args(argv)
     if args.per_combo < 1:
         p.error("--per-combo must be >= 1")
+    if args.images:
+        if args.image_size < 8:
+            p.error("--image-size must be >= 8")
+        for name in M_SETS:
+            path = write_avoid_image_dataset(Path(args.out) / name, Path(args.out) / f"{name}_img", args.image_size)
+            with np.load(path) as f:
+                print(f"wrote {path}: states {f['states'].shape}, images {f['images'].shape} {f['images'].dtype}, "
+                      f"{len(f['traj_lengths'])} trajectories")
+        return
     demos = generate_demos(args.per_combo, args.seed, tracker=args.tracker)
     out = Path(args.out)
     sets = write_avoid_datasets(demos, out, plots=not args.no_plots)
