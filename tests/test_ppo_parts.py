@@ -63,6 +63,8 @@ def test_episode_stats_counts_only_finished_episodes():
     assert s["avg_episode_reward"] == pytest.approx(3.0)
     assert s["avg_best_reward"] == pytest.approx((2 / 4 + 3 / 4) / 2)
     assert s["success_rate"] == pytest.approx(1.0)
+    none = episode_stats(rewards[:1], firsts[:2], act_steps=4, success_threshold=0.5)
+    assert none["num_episode"] == 0 and np.isnan(none["avg_episode_reward"]) and np.isnan(none["success_rate"])
     # first episodes: env 0 ends after step 1 (1 + 2), env 1 after step 2 (0 + 0 + 3)
     np.testing.assert_allclose(first_episode_returns(rewards, firsts), [3.0, 3.0])
     np.testing.assert_allclose(first_episode_returns(rewards[:2], firsts[:3]), [3.0])  # env 1 unfinished

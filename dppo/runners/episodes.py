@@ -10,7 +10,8 @@ def episode_stats(rewards: np.ndarray, firsts: np.ndarray, act_steps: int, succe
     """``rewards`` (n_steps, n_envs) chunk rewards; ``firsts`` (n_steps + 1, n_envs), firsts[0] = 1 after a
     reset and firsts[i + 1] = episode ended at step i. An episode spans the steps between two consecutive
     firsts and is counted only when it lasts more than one step; runs still going at the end are ignored.
-    Best reward = max chunk reward / act_steps (``sparse_best``: the episode reward)."""
+    Best reward = max chunk reward / act_steps (``sparse_best``: the episode reward). Averages are NaN when
+    no episode finished (curves then skip the point; the reference logged 0)."""
     returns, bests, lengths = [], [], []
     for env in range(rewards.shape[1]):
         starts = np.flatnonzero(firsts[:, env])
@@ -20,9 +21,9 @@ def episode_stats(rewards: np.ndarray, firsts: np.ndarray, act_steps: int, succe
                 returns.append(r.sum())
                 bests.append(r.sum() if sparse_best else r.max() / act_steps)
                 lengths.append((b - a) * act_steps)
-    if not returns:
-        return {"num_episode": 0, "avg_episode_reward": 0.0, "avg_best_reward": 0.0, "success_rate": 0.0,
-                "avg_episode_length": 0.0}
+    if not returns:  # NaN, not 0: a rollout in which no episode finished says nothing about returns
+        return {"num_episode": 0, "avg_episode_reward": float("nan"), "avg_best_reward": float("nan"),
+                "success_rate": float("nan"), "avg_episode_length": float("nan")}
     bests_a = np.asarray(bests)
     return {"num_episode": len(returns), "avg_episode_reward": float(np.mean(returns)),
             "avg_best_reward": float(bests_a.mean()), "success_rate": float((bests_a >= success_threshold).mean()),
