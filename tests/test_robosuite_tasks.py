@@ -1,6 +1,5 @@
 """Robomimic-style robosuite tasks: observation layout, reward/success, seeding, images, scripted demos."""
 
-import os
 
 import numpy as np
 import pytest
@@ -161,19 +160,25 @@ def test_video_of_an_episode_is_rendered_outside_this_tensorflow_process(tmp_pat
         assert len(frames) == 4 and frames[0].shape == (64, 64, 3) and frames[0].std() > 5
 
 
-@pytest.mark.skipif(os.environ.get("DPPO_TEST_RENDER") != "1" or not _can_render(),
-                    reason="opt-in (DPPO_TEST_RENDER=1) and needs offscreen OpenGL: robosuite's EGL context segfaulted "
-                           "inside the pytest process next to TensorFlow on the 2-core CI machine")
+@pytest.mark.skipif(not _can_render(), reason="needs offscreen OpenGL (MUJOCO_GL=egl or osmesa)")
 def test_image_obs_upright_and_video(tmp_path):
+    import tensorflow as tf  # noqa: F401  (camera observations next to TensorFlow, as in pixel training)
     env = make_robosuite_env("lift", use_image=True, cameras=["agentview"], image_size=32, seed=0)
     try:
         obs, _ = env.reset(seed=0)
         assert obs["state"].shape == (9,) and obs["rgb"].shape == (3, 32, 32) and obs["rgb"].dtype == np.float32
         assert 0 <= obs["rgb"].min() and obs["rgb"].max() <= 255 and obs["rgb"].max() > 1
         np.testing.assert_allclose(obs["state"], env.low_dim_state()[:9])
-        # compare with an independent upright render of the same camera: the image convention must match
+        # upright: the red cube is where robosuite's camera model projects its centre (row 0 = top)
+        from robosuite.utils import camera_utils
+        se = env.suite_env
+        world_to_pixel = camera_utils.get_camera_transform_matrix(se.sim, "agentview", 32, 32)
+        r, c = camera_utils.project_points_from_world_to_camera(
+            se.sim.data.body_xpos[se.cube_body_id][None], world_to_pixel, 32, 32)[0]
+        red, green = obs["rgb"][0, r, c], obs["rgb"][1, r, c]
+        assert red > green + 50, (r, c, obs["rgb"][:, r, c])
         ref = env.render_frame(32, camera="agentview").transpose(2, 0, 1).astype(np.float32)
-        assert np.abs(obs["rgb"] - ref).mean() < np.abs(obs["rgb"][:, ::-1] - ref).mean()
+        assert np.abs(obs["rgb"] - ref).mean() < 2  # same camera via render_frame (edges may differ slightly)
         frame = env.render_frame(64)
         assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
         with VideoRecorder(tmp_path / "v.mp4", fps=10) as rec:

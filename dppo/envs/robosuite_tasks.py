@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from dppo.envs.video import StateVideo
+from dppo.envs.video import RenderServer, StateVideo
 
 try:  # gymnasium is a core dependency; the import guard only keeps error messages clear
     import gymnasium as gym
@@ -206,9 +206,12 @@ class RobomimicLowdimEnv(gym.Env):
         self.render_size = render_size
         self.render_camera = render_camera
         self.render_mode = "rgb_array"
-        self.suite_env = make_suite_env(self.task, use_image=use_image, cameras=self.cameras,
-                                        image_size=image_size, seed=seed, **kw)
-        self._renderer = None
+        # camera images come from a RenderServer child process, never from a GL context in this process (see
+        # dppo.envs.video: Mesa's OpenGL and TensorFlow cannot share a process)
+        self.suite_env = make_suite_env(self.task, use_image=False, seed=seed, **kw)
+        self._cameras = RenderServer(self.suite_env.sim.model._model, self.cameras, image_size) if use_image \
+            else None
+        self._frame_servers: dict[tuple[str, int], RenderServer] = {}
         self._video: StateVideo | None = None
         self._obs_dict: dict[str, np.ndarray] = {}
         self.max_episode_steps = self.spec_task.max_episode_steps
@@ -236,20 +239,15 @@ class RobomimicLowdimEnv(gym.Env):
             raise KeyError(f"robosuite observation has no key {e}; available: {sorted(obs)}") from None
         return np.concatenate(parts).astype(np.float32)
 
-    def _images(self, obs: dict) -> np.ndarray:
-        from robosuite import macros
-
-        flip = macros.IMAGE_CONVENTION == "opengl"  # robosuite renders bottom-up rows unless told otherwise
-        ims = []
-        for cam in self.cameras:
-            im = np.asarray(obs[f"{cam}_image"])
-            ims.append((im[::-1] if flip else im).transpose(2, 0, 1))
-        return np.concatenate(ims, axis=0).astype(np.float32)
+    def _images(self) -> np.ndarray:
+        """(3 * n_cams, H, W) float32, upright, from the render process."""
+        ims = self._cameras.render(self.suite_env.sim.data._data)
+        return np.concatenate([im.transpose(2, 0, 1) for im in ims], axis=0).astype(np.float32)
 
     def _observe(self, obs: dict):
         self._obs_dict = obs
         if self.use_image:
-            return {"state": self._concat(obs, self.proprio_keys), "rgb": self._images(obs)}
+            return {"state": self._concat(obs, self.proprio_keys), "rgb": self._images()}
         return self._concat(obs, self.low_dim_keys)
 
     @property
@@ -295,29 +293,23 @@ class RobomimicLowdimEnv(gym.Env):
         return self.render_frame(self.render_size)
 
     def render_frame(self, size: int = 256, camera: str | None = None) -> np.ndarray:
-        """An upright (size, size, 3) uint8 frame from ``camera`` (default agentview), rendered with a private
-        ``mujoco.Renderer`` so it works whether or not the env has robosuite's offscreen renderer."""
-        import mujoco
-
-        camera = camera or self.render_camera
-        model, data = self.suite_env.sim.model._model, self.suite_env.sim.data._data
-        if self._renderer is None or (self._renderer.height, self._renderer.width) != (size, size):
-            if self._renderer is not None:
-                self._renderer.close()
-            if model.vis.global_.offwidth < size or model.vis.global_.offheight < size:
-                model.vis.global_.offwidth = max(size, model.vis.global_.offwidth)
-                model.vis.global_.offheight = max(size, model.vis.global_.offheight)
-            self._renderer = mujoco.Renderer(model, height=size, width=size)
-        self._renderer.update_scene(data, camera=camera)
-        return self._renderer.render().copy()
+        """An upright (size, size, 3) uint8 frame from ``camera`` (default agentview), rendered by a
+        ``RenderServer`` child process (one per camera and size, kept for the next call)."""
+        key = (camera or self.render_camera, size)
+        if key not in self._frame_servers:
+            self._frame_servers[key] = RenderServer(self.suite_env.sim.model._model, [key[0]], size)
+        return self._frame_servers[key].render(self.suite_env.sim.data._data)[0]
 
     def close(self):
         if self._video is not None:
             self._video.close()
             self._video = None
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for server in self._frame_servers.values():
+            server.close()
+        self._frame_servers = {}
+        if self._cameras is not None:
+            self._cameras.close()
+            self._cameras = None
         try:
             self.suite_env.close()
         except Exception:  # robosuite's EGL teardown can complain at exit; nothing to do about it

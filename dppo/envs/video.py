@@ -1,15 +1,20 @@
-"""Videos of simulator rollouts.
+"""Offscreen rendering outside this process: videos and camera observations.
 
-``VideoRecorder`` writes frames (mp4 through imageio-ffmpeg / a system ffmpeg / OpenCV, else GIF).
-``StateVideo`` records an episode as MuJoCo physics states and renders them in a child process
-(``python -m dppo.envs.video``): Mesa's software OpenGL (EGL and OSMesa, llvmpipe) and TensorFlow crash when
-both are loaded in one process (a segfault at whichever is loaded second), so a TensorFlow process must never
-create a GL context itself.
+Mesa's software OpenGL (EGL and OSMesa, llvmpipe) and TensorFlow crash when both are loaded in one process (a
+segfault at whichever is loaded second), so a process that runs TensorFlow never creates a GL context itself:
+
+- ``StateVideo`` records an episode as MuJoCo physics states and renders them in a child process on ``close``;
+- ``RenderServer`` keeps a child process that renders camera images of given states, one request per step;
+- ``VideoRecorder`` writes frames (mp4 through imageio-ffmpeg / a system ffmpeg / OpenCV, else GIF).
+
+The child is ``python -m dppo.envs.video``; it loads the model from a saved ``.mjb`` and imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -140,15 +145,73 @@ class StateVideo:
         return self.path
 
 
-def render_states(model_path: str | Path, states_path: str | Path, out: str | Path, camera: str = "agentview",
-                  size: int = 256, fps: int = 30) -> Path:
-    """Render saved physics states with a fresh ``mujoco.Renderer`` (run in a process without TensorFlow)."""
+class RenderServer:
+    """Camera images of ``model`` at given states, rendered by a child process (upright uint8 (size, size, 3))."""
+
+    def __init__(self, model: Any, cameras: list[str], size: int):
+        import mujoco
+        self.model, self.cameras = model, list(cameras)
+        self._buf = np.empty(mujoco.mj_stateSize(model, _state_spec()), np.float64)
+        fd, self._model_path = tempfile.mkstemp(suffix=".mjb")
+        os.close(fd)
+        mujoco.mj_saveModel(model, self._model_path, None)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "dppo.envs.video", "--serve", self._model_path, "--size", str(size),
+             "--cameras", *self.cameras], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def render(self, data: Any) -> list[np.ndarray]:
+        import mujoco
+        mujoco.mj_getState(self.model, data, self._buf, _state_spec())
+        try:
+            pickle.dump(self._buf, self._proc.stdin)
+            self._proc.stdin.flush()
+            return pickle.load(self._proc.stdout)
+        except (BrokenPipeError, EOFError) as e:
+            raise RuntimeError(f"the render process exited ({self._proc.poll()}); is offscreen OpenGL "
+                               "(MUJOCO_GL=egl or osmesa) available?") from e
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                pickle.dump(None, self._proc.stdin)
+                self._proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+            self._proc.wait(timeout=30)
+        if os.path.exists(self._model_path):
+            os.remove(self._model_path)
+
+
+def _load_for_render(model_path: str | Path, size: int) -> tuple[Any, Any, Any]:
     import mujoco
     model = mujoco.MjModel.from_binary_path(str(model_path))
     model.vis.global_.offwidth = max(size, model.vis.global_.offwidth)
     model.vis.global_.offheight = max(size, model.vis.global_.offheight)
-    data = mujoco.MjData(model)
-    renderer = mujoco.Renderer(model, height=size, width=size)
+    return model, mujoco.MjData(model), mujoco.Renderer(model, height=size, width=size)
+
+
+def serve(model_path: str | Path, cameras: list[str], size: int) -> None:
+    """The child side of ``RenderServer``: read pickled states from stdin, write pickled image lists to stdout."""
+    import mujoco
+    model, data, renderer = _load_for_render(model_path, size)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while (state := pickle.load(inp)) is not None:
+        mujoco.mj_setState(model, data, state, _state_spec())
+        mujoco.mj_forward(model, data)
+        images = []
+        for cam in cameras:
+            renderer.update_scene(data, camera=cam)
+            images.append(renderer.render().copy())
+        pickle.dump(images, out)
+        out.flush()
+    renderer.close()
+
+
+def render_states(model_path: str | Path, states_path: str | Path, out: str | Path, camera: str = "agentview",
+                  size: int = 256, fps: int = 30) -> Path:
+    """Render saved physics states with a fresh ``mujoco.Renderer`` (run in a process without TensorFlow)."""
+    import mujoco
+    model, data, renderer = _load_for_render(model_path, size)
     try:
         with VideoRecorder(out, fps=fps) as rec:
             for state in np.load(states_path):
@@ -162,17 +225,23 @@ def render_states(model_path: str | Path, states_path: str | Path, out: str | Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="render saved MuJoCo states to a video (see StateVideo)")
+    p = argparse.ArgumentParser(description="render saved MuJoCo states to a video (StateVideo), or serve camera "
+                                            "images (RenderServer, --serve)")
     p.add_argument("model")
-    p.add_argument("states")
-    p.add_argument("out")
+    p.add_argument("states", nargs="?")
+    p.add_argument("out", nargs="?")
     p.add_argument("--camera", default="agentview")
+    p.add_argument("--cameras", nargs="+")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--serve", action="store_true")
     a = p.parse_args(argv)
     if "tensorflow" in sys.modules:
-        raise RuntimeError("render_states must run in a process without TensorFlow")
-    print(render_states(a.model, a.states, a.out, a.camera, a.size, a.fps))
+        raise RuntimeError("dppo.envs.video must render in a process without TensorFlow")
+    if a.serve:
+        serve(a.model, a.cameras, a.size)
+    else:
+        print(render_states(a.model, a.states, a.out, a.camera, a.size, a.fps))
 
 
 if __name__ == "__main__":
