@@ -92,34 +92,6 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("now", lambda fmt: "bench")
 
 
-def _hopper_fallback_cfg() -> DictConfig:
-    """The reference's hopper fine-tuning config (spec 5.1), for checkouts without the yaml."""
-    return OmegaConf.create({
-        "_target_": "dppo.runners.ppo.TrainPPODiffusionAgent", "seed": 42, "env_name": "hopper-medium-v2",
-        "obs_dim": 11, "action_dim": 3, "denoising_steps": 20, "ft_denoising_steps": 10, "cond_steps": 1,
-        "horizon_steps": 4, "act_steps": 4,
-        "env": {"n_envs": 40, "name": "${env_name}", "max_episode_steps": 1000, "reset_at_iteration": False,
-                "best_reward_threshold_for_success": 3,
-                "wrappers": hopper_wrappers("${normalization_path}")},
-        "train": {"n_train_itr": 1000, "n_critic_warmup_itr": 0, "n_steps": 500, "gamma": 0.99, "actor_lr": 1e-4,
-                  "actor_weight_decay": 0, "critic_lr": 1e-3, "critic_weight_decay": 0, "save_model_freq": 100,
-                  "val_freq": 10, "render": {"freq": 1, "num": 0}, "log_freq": 1, "reward_scale_running": True,
-                  "reward_scale_const": 1.0, "gae_lambda": 0.95, "batch_size": 5000, "update_epochs": 5,
-                  "vf_coef": 0.5, "ent_coef": 0, "target_kl": 1},
-        "model": {"_target_": "dppo.algos.ppo_diffusion.PPODiffusion", "gamma_denoising": 0.99,
-                  "clip_ploss_coef": 0.01, "clip_ploss_coef_base": 0.01, "clip_ploss_coef_rate": 3,
-                  "randn_clip_value": 3, "min_sampling_denoising_std": 0.1, "min_logprob_denoising_std": 0.1,
-                  "network_path": None,
-                  "actor": {"_target_": "dppo.nets.diffusion_mlp.DiffusionMLP", "time_dim": 16,
-                            "mlp_dims": [512, 512, 512], "activation_type": "ReLU", "residual_style": True,
-                            "cond_dim": 11, "horizon_steps": 4, "action_dim": 3},
-                  "critic": {"_target_": "dppo.nets.critics.CriticObs", "cond_dim": 11, "mlp_dims": [256, 256, 256],
-                             "activation_type": "Mish", "residual_style": True},
-                  "ft_denoising_steps": 10, "horizon_steps": 4, "obs_dim": 11, "action_dim": 3,
-                  "denoising_steps": 20},
-    })
-
-
 def _finish(cfg: DictConfig, logdir: Path, **over: Any) -> DictConfig:
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     for key in ("hydra", "defaults"):
@@ -134,10 +106,10 @@ def _finish(cfg: DictConfig, logdir: Path, **over: Any) -> DictConfig:
 
 
 def hopper_cfg(name: str, **over: Any) -> DictConfig:
-    """The repo's hopper fine-tuning config (or the reference's values if it is missing), no checkpoint,
+    """The repo's hopper fine-tuning config, no checkpoint,
     synthetic normalisation, logs to a temp dir; ``over`` are dotted overrides (``env.n_envs=10``)."""
     _register_resolvers()
-    cfg = OmegaConf.load(HOPPER_CFG) if HOPPER_CFG.exists() else _hopper_fallback_cfg()
+    cfg = OmegaConf.load(HOPPER_CFG)
     cfg.normalization_path = hopper_normalization()
     return _finish(cfg, tmp_dir(name), **over)
 

@@ -8,6 +8,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from dppo.data.normalization import Normalization  # noqa: E402
 from dppo.run import register_resolvers  # noqa: E402
 
 register_resolvers()
@@ -34,3 +35,13 @@ def write_two_mode_dataset(out_dir, n_traj: int = 40, length: int = 25, seed: in
 @pytest.fixture
 def two_mode_dataset(tmp_path):
     return write_two_mode_dataset(str(tmp_path))
+
+
+@pytest.fixture
+def avoid_norm(tmp_path):
+    """The Avoid M2 normalisation file (spec vectors) in tmp_path; returns its path."""
+    path = tmp_path / "normalization.npz"
+    Normalization(np.array([0, -0.27974, 0, -0.28194], np.float32),
+                  np.array([0.6033, 0.47532, 0.60578, 0.47726], np.float32),
+                  np.array([-0.0125, 0], np.float32), np.array([0.0125, 0.0125], np.float32)).save(path)
+    return str(path)

@@ -6,7 +6,6 @@ import pytest
 from gymnasium import spaces
 from omegaconf import OmegaConf
 
-from dppo.data.normalization import Normalization
 from dppo.runners.evaluate import EvalDiffusionAgent
 from dppo.runners.ppo import TrainPPODiffusionAgent
 
@@ -56,15 +55,6 @@ def ppo_cfg(logdir, env_name, obs_dim, action_dim, wrappers, n_envs=4, n_steps=5
     for key, value in over.items():
         OmegaConf.update(out, key, value)
     return out
-
-
-@pytest.fixture
-def avoid_norm(tmp_path):
-    path = tmp_path / "normalization.npz"
-    Normalization(np.array([0, -0.27974, 0, -0.28194], np.float32),
-                  np.array([0.6033, 0.47532, 0.60578, 0.47726], np.float32),
-                  np.array([-0.0125, 0], np.float32), np.array([0.0125, 0.0125], np.float32)).save(path)
-    return str(path)
 
 
 def avoid_cfg(logdir, norm, **over):

@@ -4,19 +4,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from dppo.data.normalization import Normalization
 from dppo.envs.avoid_vector import AvoidVectorEnv
 from dppo.envs.factory import make_from_config, make_vector_env
 from dppo.envs.vector import SyncVectorEnv
-
-
-@pytest.fixture
-def avoid_norm(tmp_path):
-    path = tmp_path / "normalization.npz"
-    Normalization(np.array([0, -0.27974, 0, -0.28194], np.float32),
-                  np.array([0.6033, 0.47532, 0.60578, 0.47726], np.float32),
-                  np.array([-0.0125, 0], np.float32), np.array([0.0125, 0.0125], np.float32)).save(path)
-    return str(path)
 
 
 def wrappers(norm, n_obs=1, n_act=4, max_steps=100, reset_within_step=False, full=True, clamp=False):

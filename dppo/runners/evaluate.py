@@ -84,8 +84,8 @@ class EvalDiffusionAgent:
         self.paths = raw_paths(ro, self.normalization)
         first = first_episode_returns(ro["rewards"], ro["firsts"])
         result = {**stats, "first_episodes": len(first),
-                  "first_episode_reward_mean": float(first.mean()) if len(first) else 0.0,
-                  "first_episode_reward_std": float(first.std()) if len(first) else 0.0,
+                  "first_episode_reward_mean": float(first.mean()) if len(first) else float("nan"),
+                  "first_episode_reward_std": float(first.std()) if len(first) else float("nan"),
                   "weights": self.weights, "time": time.time() - start}
         if self.paths and str(self.cfg.env.name).startswith("avoiding"):
             from dppo.envs.avoid import paths_with_tcp, summarize_paths
