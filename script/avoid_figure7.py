@@ -5,12 +5,13 @@ PPO (the reference's ``ft_ppo_<family>_mlp`` config, fewer iterations) for each 
 rollouts of the first iteration (the exploration the paper's figure shows) and evaluating the result.
 
     python script/avoid_figure7.py --out runs/fig7 [--tasks m1 m2 m3] [--families diffusion gaussian gmm]
-        [--seeds 0 1] [--pretrain-epochs 2000] [--ft-itr 10] [--episodes 50]
+        [--seeds 0 1 2] [--pretrain-epochs 1500] [--ft-itr 20] [--episodes 50] [--pillars slide|freeze|pass]
     python script/avoid_figure7.py --out runs/fig7 --plot-only     # redraw from the saved results
 
 Each finished step writes ``<out>/<task>_<family>/...`` (``pretrained.json``, ``ft_seed<s>.json``, paths in
 ``.npz``) and is skipped when the script runs again, so several processes can share the work (split by
-``--tasks``) and an interrupted run continues. The grid is ``<out>/figure7.png``, the table ``<out>/figure7.md``.
+``--tasks``) and an interrupted run continues. The grid is ``<out>/figure7.png``, the table ``<out>/figure7.md``,
+training success and approximate KL per iteration (mean and spread over seeds) ``<out>/curves.png``.
 """
 
 from __future__ import annotations
@@ -60,12 +61,12 @@ def pretrain(run: Path, task: str, family: str, epochs: int) -> Path:
 
 
 def evaluate(run: Path, task: str, family: str, checkpoint: Path, tag: str, episodes: int, seed: int,
-             deterministic: bool) -> dict:
+             deterministic: bool, pillars: str) -> dict:
     """Roll out ``checkpoint`` (pre-trained or fine-tuned) for ``episodes`` episodes with the eval config."""
     from dppo.runners.evaluate import EvalDiffusionAgent
     cfg = compose_config(cfg_dir("eval", task), "eval_diffusion_mlp", [
         f"logdir={run / f'eval_{tag}'}", f"base_policy_path={checkpoint}", f"env.n_envs={episodes}",
-        "render_num=0", f"seed={seed}", f"+deterministic={deterministic}"])
+        "render_num=0", f"seed={seed}", f"+deterministic={deterministic}", f"+env.specific.pillars={pillars}"])
     cfg.model = compose_config(cfg_dir("pretrain", task), f"pre_{family}_mlp").model
     agent = EvalDiffusionAgent(cfg)
     result = agent.run()
@@ -73,21 +74,24 @@ def evaluate(run: Path, task: str, family: str, checkpoint: Path, tag: str, epis
     return result
 
 
-def finetune(run: Path, task: str, family: str, base: Path, seed: int, n_itr: int) -> tuple[Path, list, list]:
+def finetune(run: Path, task: str, family: str, base: Path, seed: int, n_itr: int,
+             pillars: str) -> tuple[Path, list, dict]:
     """PPO fine-tuning; returns the last checkpoint, the first iteration's training trajectories and the
-    training-rollout success rate per iteration."""
+    training-rollout success rate and approximate KL per iteration."""
     from dppo.runners.ppo import TrainPPODiffusionAgent
     from dppo.runners.ppo_gaussian import TrainPPOGaussianAgent
     logdir = run / f"ft_seed{seed}"
     cfg = compose_config(cfg_dir("finetune", task), f"ft_ppo_{family}_mlp", [
         f"logdir={logdir}", f"base_policy_path={base}", f"seed={seed}", "wandb=null",
-        f"train.n_train_itr={n_itr}", f"train.render.freq={n_itr}", f"train.save_model_freq={n_itr}"])
+        f"train.n_train_itr={n_itr}", f"train.render.freq={n_itr}", f"train.save_model_freq={n_itr}",
+        f"+env.specific.pillars={pillars}"])
     agent = (TrainPPODiffusionAgent if family == "diffusion" else TrainPPOGaussianAgent)(cfg)
     first: list[np.ndarray] = []
     agent.plot = lambda itr: first.extend(agent.last_trajectories) if itr == 0 else None
     history = agent.run()
-    success = [h["train/success_rate"] for h in history if "train/success_rate" in h]
-    return logdir / "checkpoint" / f"state_{n_itr - 1}.npz", first, success
+    curves = {"train_success": [h["train/success_rate"] for h in history],
+              "approx_kl": [h.get("loss/approx_kl", float("nan")) for h in history]}
+    return logdir / "checkpoint" / f"state_{n_itr - 1}.npz", first, curves
 
 
 def run_one(out: Path, task: str, family: str, args: argparse.Namespace) -> None:
@@ -95,16 +99,16 @@ def run_one(out: Path, task: str, family: str, args: argparse.Namespace) -> None
     run.mkdir(parents=True, exist_ok=True)
     base = pretrain(run, task, family, args.pretrain_epochs)
     if not (run / "pretrained.json").is_file():
-        det = evaluate(run, task, family, base, "pretrained_det", args.episodes, 0, True)
-        sto = evaluate(run, task, family, base, "pretrained", args.episodes, 0, False)
+        det = evaluate(run, task, family, base, "pretrained_det", args.episodes, 0, True, args.pillars)
+        sto = evaluate(run, task, family, base, "pretrained", args.episodes, 0, False, args.pillars)
         (run / "pretrained.json").write_text(json.dumps({"deterministic": det, "stochastic": sto}, indent=2))
     for seed in args.seeds:
         if (run / f"ft_seed{seed}.json").is_file():
             continue
-        ckpt, first, curve = finetune(run, task, family, base, seed, args.ft_itr)
+        ckpt, first, curves = finetune(run, task, family, base, seed, args.ft_itr, args.pillars)
         save_paths(run / f"paths_itr0_seed{seed}.npz", first)
-        det = evaluate(run, task, family, ckpt, f"ft_seed{seed}", args.episodes, seed, True)
-        (run / f"ft_seed{seed}.json").write_text(json.dumps({"train_success": curve, "eval": det}, indent=2))
+        det = evaluate(run, task, family, ckpt, f"ft_seed{seed}", args.episodes, seed, True, args.pillars)
+        (run / f"ft_seed{seed}.json").write_text(json.dumps({**curves, "eval": det}, indent=2))
 
 
 def summarize(out: Path, args: argparse.Namespace) -> None:
@@ -127,7 +131,7 @@ def summarize(out: Path, args: argparse.Namespace) -> None:
                     run / f"paths_itr0_seed{args.seeds[0]}.npz")[:N_DRAWN]
             after = [f["eval"]["success_rate"] for f in fts]
             itr0 = [f["train_success"][0] for f in fts]
-            mean = f"{np.mean(after):.0%}" if after else ""
+            mean = f"{np.mean(after):.0%} +- {np.std(after):.0%}" if after else ""
             rows.append(f"| {task_name} | {fam_name} | {pre['deterministic']['success_rate']:.0%} / "
                         f"{pre['stochastic']['success_rate']:.0%} | " + " / ".join(f"{x:.0%}" for x in itr0)
                         + " | " + " / ".join(f"{x:.0%}" for x in after) + f" | {mean} |")
@@ -136,6 +140,35 @@ def summarize(out: Path, args: argparse.Namespace) -> None:
                         cols=list(dict.fromkeys(c for _, c in panels)), max_steps=100, panel_size=(2.2, 2.9))
     (out / "figure7.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
+    plot_curves(out, args.seeds)
+
+
+def plot_curves(out: Path, seeds: list[int]) -> None:
+    """Training success and approximate KL per iteration: mean and min-max band over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, len(TASKS), figsize=(4.2 * len(TASKS), 6), squeeze=False)
+    for col, (task, task_name) in enumerate(TASKS.items()):
+        for family, fam_name in FAMILIES.items():
+            runs = [json.loads(p.read_text()) for s in seeds
+                    if (p := out / f"{task}_{family}" / f"ft_seed{s}.json").is_file()]
+            if not runs or "approx_kl" not in runs[0]:
+                continue
+            for row, key in enumerate(("train_success", "approx_kl")):
+                y = np.array([r[key] for r in runs], dtype=float)
+                x = np.arange(y.shape[1])
+                line, = axes[row, col].plot(x, np.nanmean(y, 0), label=f"{fam_name} ({len(runs)} seeds)")
+                axes[row, col].fill_between(x, np.nanmin(y, 0), np.nanmax(y, 0), alpha=0.2, color=line.get_color())
+        axes[0, col].set_title(f"Avoid {task_name}")
+        axes[0, col].set_ylabel("training success")
+        axes[1, col].set_ylabel("approx. KL")
+        axes[1, col].set_yscale("log")
+        axes[1, col].set_xlabel("iteration")
+        axes[0, col].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,9 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="runs/fig7")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--pretrain-epochs", type=int, default=2000)
-    p.add_argument("--ft-itr", type=int, default=10)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--pretrain-epochs", type=int, default=1500)
+    p.add_argument("--ft-itr", type=int, default=20)
+    p.add_argument("--pillars", default="slide", choices=["slide", "freeze", "pass"],
+                   help="what a pillar does to the rod (dppo/envs/avoid.py)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--data", default="data/d3il", help="Avoid data (made with `dppo data avoid` when missing)")
     p.add_argument("--plot-only", action="store_true")

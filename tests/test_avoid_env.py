@@ -7,15 +7,19 @@ from gymnasium.utils.env_checker import check_env
 
 from dppo.data.normalization import normalize
 from dppo.envs.avoid import (
+    COLLISION_DIST,
+    PILLAR_XY,
     START_XY,
     AvoidBatch,
     AvoidEnv,
+    clearance,
     episode_metrics,
     filter_keep,
     filter_label,
     in_collision,
     label_modes,
     parse_filter_mode,
+    push_out_of_pillars,
     register_envs,
 )
 
@@ -251,12 +255,37 @@ def test_batch_matches_single_envs_and_truncation():
     assert batch.elapsed.tolist() == [0, 30, 30]
 
 
-def test_freeze_on_collision():
-    env = AvoidEnv(tracker="perfect", freeze_on_collision=True)
-    env.reset()
-    for _ in range(40):
-        *_, info = env.step(np.array([0.0, 0.0125]))
-    assert info["collided"] and info["tcp"][1] < -0.05  # held at the first pillar
+def test_pillar_modes_after_a_head_on_contact():
+    """Straight up +y from the start hits the first pillar (centre x 0.5, distance 0.04 to the TCP axis)."""
+    ends = {}
+    for mode in ("freeze", "slide", "pass"):
+        env = AvoidEnv(tracker="perfect", pillars=mode)
+        env.reset()
+        rewards = []
+        for _ in range(60):
+            _, r, *_, info = env.step(np.array([0.0, 0.0125]))
+            rewards.append(r)
+        assert info["collided"] and rewards[-1] == pytest.approx(-0.1)
+        ends[mode] = (info["tcp"], rewards)
+    assert ends["freeze"][0][1] < -0.05  # held at the first pillar
+    assert ends["pass"][0][1] > 0.3  # went through it
+    tcp = ends["slide"][0]  # stopped at the surface: never inside, and (off-centre) slid around it
+    assert np.linalg.norm(tcp - PILLAR_XY[0]) >= COLLISION_DIST[0] - 1e-9
+    assert ends["slide"][1] == ends["pass"][1] == ends["freeze"][1]  # same rewards in every mode
+
+
+def test_slide_keeps_the_tcp_out_of_every_pillar_and_reports_the_contact():
+    rng = np.random.default_rng(0)
+    batch = AvoidBatch(64, pillars="slide")
+    for _ in range(100):
+        batch.step(rng.uniform([-0.0125, 0.0], [0.0125, 0.0125], size=(64, 2)))
+        assert (clearance(batch.tcp) >= -1e-9).all()
+    touched = batch.touching.copy()
+    batch.step(np.zeros((64, 2)))
+    assert batch.collided[touched].all()  # a resting contact is a collision on the next step
+    xy, moved = push_out_of_pillars(np.array([[0.5, -0.1 + 0.01], [0.2, 0.0]]))
+    np.testing.assert_allclose(xy[0], PILLAR_XY[0] + [0.0, COLLISION_DIST[0]])
+    assert moved.tolist() == [True, False] and xy[1].tolist() == [0.2, 0.0]
 
 
 @pytest.mark.filterwarnings("ignore:.*infinity")  # the observation box is unbounded, as in the reference

@@ -63,47 +63,49 @@ def test_stochastic_sampling_std_floor_applies_to_every_step():
 
 
 def test_ppo_loss_on_a_tiny_batch():
+    """B = 3 env steps x K' = 3 denoising transitions; advantages normalised over the env steps."""
     m = make_model(k=5, kp=3, gamma_denoising=0.5, clip_ploss_coef=0.2, clip_ploss_coef_base=0.1,
                    clip_ploss_coef_rate=1.0)
-    new = np.array([0.3, -0.2, 0.05, 0.0], np.float32)  # per-row mean log-prob under the new policy
-    old = np.array([0.0, 0.0, 0.0, 0.0], np.float32)
-    m.transition_log_prob = lambda c, xp, xn, k, net=None: tf.reshape(tf.constant(new), (4, 1, 1)) * tf.ones(
-        (4, 2, 2))
-    m.critic = lambda c, training=False: tf.constant([1.0, 2.0, 3.0, 4.0])
-    k = np.array([0, 1, 2, 2], np.int32)
-    adv = np.array([1.0, -1.0, 2.0, 0.0], np.float32)
-    ret = np.array([1.5, 2.0, 2.0, 4.0], np.float32)
-    z = tf.zeros((4, 2, 2))
-    out = m.loss({"state": tf.zeros((4, 1, 3))}, z, z, tf.constant(k), tf.constant(ret), tf.constant(ret),
-                 tf.constant(adv), tf.reshape(tf.constant(old), (4, 1, 1)) * tf.ones((4, 2, 2)), reward_horizon=2)
-    a = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
-    a = a * 0.5 ** (2 - k)  # gamma_denoising^(K'-1-k)
+    new = np.array([[0.3, -0.2, 0.05], [0.0, 0.1, -0.3], [0.2, 0.0, 0.15]], np.float32)  # (B, K') mean log-probs
+    old = np.zeros((3, 3), np.float32)
+    m.chain_log_probs = lambda c, ch: tf.constant(new)[:, :, None, None] * tf.ones((3, 3, 2, 2))
+    m.critic = lambda c, training=False: tf.constant([1.0, 2.0, 3.0])
+    adv = np.array([1.0, -1.0, 2.0], np.float32)
+    ret = np.array([1.5, 2.0, 2.0], np.float32)
+    out = m.loss({"state": tf.zeros((3, 1, 3))}, tf.zeros((3, 4, 2, 2)), tf.constant(ret), tf.constant(ret),
+                 tf.constant(adv), tf.constant(old)[:, :, None, None] * tf.ones((3, 3, 2, 2)), reward_horizon=2)
+    a = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)  # over the 3 env steps, not over the 9 transitions
+    k = np.arange(3)
+    a = a[:, None] * 0.5 ** (2 - k)[None, :]  # gamma_denoising^(K'-1-k)
     ratio = np.exp(new - old)
-    clip = 0.1 + 0.1 * (np.exp(k / 2) - 1) / (np.e - 1)
+    clip = (0.1 + 0.1 * (np.exp(k / 2) - 1) / (np.e - 1))[None, :]
     pg = np.mean(np.maximum(-a * ratio, -a * np.clip(ratio, 1 - clip, 1 + clip)))
     assert float(out["pg_loss"]) == pytest.approx(pg, rel=1e-5)
-    assert float(out["v_loss"]) == pytest.approx(0.5 * np.mean((np.array([1, 2, 3, 4]) - ret) ** 2))
+    assert float(out["v_loss"]) == pytest.approx(0.5 * np.mean((np.array([1, 2, 3]) - ret) ** 2))
     assert float(out["clipfrac"]) == pytest.approx(np.mean(np.abs(ratio - 1) > clip))
     assert float(out["approx_kl"]) == pytest.approx(np.mean(ratio - 1 - np.log(ratio)), rel=1e-5)
 
 
 def test_log_probs_are_clamped_before_averaging():
     m = make_model(k=5, kp=3)
-    lp = np.full((1, 2, 2), -9.0, np.float32)
-    lp[0, 0, 0] = 1.0
-    m.transition_log_prob = lambda c, xp, xn, k, net=None: tf.constant(lp)
+    lp = np.full((1, 3, 2, 2), -9.0, np.float32)
+    lp[0, :, 0, 0] = 1.0
+    m.chain_log_probs = lambda c, ch: tf.constant(lp)
     m.critic = lambda c, training=False: tf.zeros((1,))
-    z = tf.zeros((1, 2, 2))
-    out = m.loss({"state": tf.zeros((1, 1, 3))}, z, z, tf.constant([2]), tf.zeros(1), tf.zeros(1), tf.ones(1),
-                 tf.constant(np.zeros((1, 2, 2), np.float32)), reward_horizon=1)
-    # horizon 1 keeps [1, -9]; clamped to [1, -5] and averaged: log ratio = -2
+    out = m.loss({"state": tf.zeros((1, 1, 3))}, tf.zeros((1, 4, 2, 2)), tf.zeros(1), tf.zeros(1), tf.ones(1),
+                 tf.zeros((1, 3, 2, 2)), reward_horizon=1)
+    # horizon 1 keeps [1, -9]; clamped to [1, -5] and averaged: log ratio = -2 on every transition
     assert float(out["ratio"]) == pytest.approx(np.exp(-2.0), rel=1e-5)
 
 
-def test_update_moves_actor_ft_but_not_the_frozen_network():
+def test_minibatches_are_env_steps_with_all_their_denoising_transitions():
+    """The reference v0.5 unit: epochs x (N // batch_size) optimizer steps of batch_size x K' transitions."""
     from dppo.utils.optim import AdamW
     m = make_model(k=5, kp=3)
     m.set_optimizers(AdamW(m.trainable_actor_variables(), 1e-2), AdamW(m.critic.trainable_variables, 1e-2))
+    rows = []
+    score = m.chain_log_probs
+    m.chain_log_probs = lambda c, ch: rows.append(ch.shape) or score(c, ch)  # traced once: records the shape
     cond = {"state": tf.random.normal((8, 1, 3))}
     _, chains = m.sample(cond, return_chain=True)
     v, lp = m.values_and_log_probs(cond, chains)
@@ -111,11 +113,20 @@ def test_update_moves_actor_ft_but_not_the_frozen_network():
     ft = [w.numpy() for w in m.actor_ft.weights]
     batch = {"cond": cond, "samples": chains, "returns": tf.ones(8), "values": v,
              "advantages": tf.random.normal((8,)), "log_probs": lp}
-    out = m.update(batch, True, batch_size=6, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=None,
+    out = m.update(batch, True, batch_size=3, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=None,
                    reward_horizon=2)
-    assert out["n_minibatches"] == 8  # 24 transitions // 6 per epoch x 2 epochs
+    assert out["n_minibatches"] == 4  # 8 env steps // 3 per minibatch = 2 per epoch, x 2 epochs
+    assert out["minibatch_transitions"] == 9  # 3 env steps x K' = 3
+    assert rows[-1][1:] == (4, 2, 2)  # the loss scores whole chains (K' + 1 entries) of each env step
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(base, m.network.weights))
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(ft, m.actor_ft.weights))
-    out = m.update(batch, True, batch_size=6, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=-1.0,
+    out = m.update(batch, True, batch_size=3, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=-1.0,
                    reward_horizon=2)
     assert out["n_minibatches"] == 1  # target_kl stops after the first minibatch
+
+
+def test_final_action_clip_is_recorded_in_the_chain():
+    m = make_model(k=5, kp=3, final_action_clip_value=0.05)
+    action, chain = m.sample({"state": tf.random.normal((16, 1, 3))}, return_chain=True)
+    assert np.abs(action.numpy()).max() <= 0.05 + 1e-7
+    np.testing.assert_array_equal(chain[:, -1], action)  # PPO scores the action the env receives

@@ -118,3 +118,11 @@ def test_cosine_warmup_restart_schedule():
     assert lrs[1] == pytest.approx(0.55) and lrs[2] == pytest.approx(1.0)
     assert lrs[6] == pytest.approx(0.1 + 0.9 * (1 + np.cos(np.pi * 4 / 8)) / 2)
     assert lrs[10] == pytest.approx(0.1) and lrs[11] == pytest.approx(0.55)  # restart after C steps
+
+
+def test_cosine_schedule_without_warmup_starts_at_min_lr():
+    """The reference sets min_lr after its constructor's own step, so W = 0 does not start at the maximum."""
+    s = CosineAnnealingWarmupRestarts(max_lr=1.0, first_cycle_steps=4, warmup_steps=0, min_lr=0.2)
+    lrs = [s.lr] + [s.step() for _ in range(5)]
+    want = [0.2, 0.2 + 0.8 * (1 + np.cos(np.pi / 4)) / 2, 0.6, 0.2 + 0.8 * (1 + np.cos(3 * np.pi / 4)) / 2, 1.0]
+    np.testing.assert_allclose(lrs[:5], want)  # a restart (s = 0 again) follows the formula

@@ -63,8 +63,8 @@ def test_history_mid_chunk_truncation_and_reset_within_step(avoid_norm):
     assert n_final == 3
 
 
-@pytest.mark.parametrize("kwargs", [{"tracker": "delay"}, {"tracker": "perfect", "freeze_on_collision": True},
-                                    {"stale_obs": False, "max_episode_steps": 9}])
+@pytest.mark.parametrize("kwargs", [{"tracker": "delay"}, {"tracker": "perfect", "pillars": "freeze"},
+                                    {"pillars": "pass"}, {"stale_obs": False, "max_episode_steps": 9}])
 def test_env_options_and_env_ids(avoid_norm, kwargs):
     run_both("avoiding-m6", wrappers(avoid_norm, n_act=2, full=False, reset_within_step=True), n_envs=4,
              n_steps=8, seed=2, env_kwargs=kwargs)

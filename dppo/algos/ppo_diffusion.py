@@ -2,8 +2,9 @@
 
 The frozen pre-trained network ``network`` (alias ``actor``) runs the first K - K' denoising steps, a
 trainable copy ``actor_ft`` the last K' = ``ft_denoising_steps``. Each env step contributes K' Gaussian
-transitions x_{t+1} -> x_t; the update draws minibatches of ``batch_size`` (env step, denoising step)
-pairs, as the reference's training loop does, and runs all epochs in one compiled call.
+transitions x_{t+1} -> x_t. A minibatch is ``batch_size`` env steps carrying all their K' transitions: the unit
+of the reference v0.5 in which every shipped config is written (v0.6+ draws random (env step, denoising step)
+pairs and multiplies ``batch_size`` by K' to keep the same optimizer steps). All epochs run in one compiled call.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from dppo.policies.diffusion import Cond, DiffusionModel
 from dppo.utils.optim import AdamW
+from dppo.utils.seeding import tf_stream
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -47,6 +49,8 @@ def gather_cond(cond: Cond, idx: tf.Tensor) -> Cond:
 class PPODiffusion(DiffusionModel):
     """Diffusion policy with a fine-tuned copy of its last denoising steps, a critic V(s) and the PPO loss."""
 
+    single_step = False  # each env step carries K' transitions (the exact-likelihood subclass scores one)
+
     def __init__(self, actor: keras.layers.Layer, critic: keras.layers.Layer,
                  actor_ft: keras.layers.Layer | None = None, ft_denoising_steps: int = 10,
                  min_sampling_denoising_std: float = 0.1, min_logprob_denoising_std: float = 0.1,
@@ -76,6 +80,7 @@ class PPODiffusion(DiffusionModel):
         self.use_base_policy = use_base_policy
         self.eta = float(getattr(eta, "base_eta", 1.0 if eta is None else eta))
         super().__init__(network=actor, **kwargs)
+        self.shuffle_rng = tf_stream(self.seed, "shuffle")  # minibatch order
         if self.ft_denoising_steps > self.n_steps:
             raise ValueError(f"ft_denoising_steps ({self.ft_denoising_steps}) > number of denoising steps "
                              f"({self.n_steps})")
@@ -159,14 +164,21 @@ class PPODiffusion(DiffusionModel):
         return self.critic(cond)
 
     # loss ------------------------------------------------------------------------------------------------
-    def loss(self, cond: Cond, x_prev: tf.Tensor, x_next: tf.Tensor, k: tf.Tensor, returns: tf.Tensor,
-             old_values: tf.Tensor, advantages: tf.Tensor, old_log_probs: tf.Tensor,
-             reward_horizon: int) -> dict[str, tf.Tensor]:
-        """PPO loss of a minibatch of denoising transitions (spec 2.5). ``k`` is each row's fine-tuned
-        denoising step; ``old_log_probs`` (B, T_p, D_a). Returns the loss terms and diagnostics."""
-        new_lp = self.transition_log_prob(cond, x_prev, x_next, k)
-        new_lp = tf.reduce_mean(tf.clip_by_value(new_lp, -5.0, 2.0)[:, :reward_horizon], axis=(1, 2))
-        old_lp = tf.reduce_mean(tf.clip_by_value(old_log_probs, -5.0, 2.0)[:, :reward_horizon], axis=(1, 2))
+    def loss(self, cond: Cond, chains: tf.Tensor, returns: tf.Tensor, old_values: tf.Tensor, advantages: tf.Tensor,
+             old_log_probs: tf.Tensor, reward_horizon: int) -> dict[str, tf.Tensor]:
+        """PPO loss of a minibatch of B env steps, each with its K' denoising transitions (spec 2.5).
+
+        ``chains`` (B, K'+1, T_p, D_a), ``old_log_probs`` (B, K', T_p, D_a), the rest (B,). Advantages are
+        normalised over the B env steps, then broadcast to the K' transitions with gamma_denoising^(K'-1-k);
+        the critic runs once per env step. Returns the loss terms and diagnostics.
+        """
+        kp = self.ft_denoising_steps
+
+        def per_transition(lp: tf.Tensor) -> tf.Tensor:  # clamp elementwise, keep H_r chunk steps, average
+            return tf.reduce_mean(tf.clip_by_value(lp, -5.0, 2.0)[:, :, :reward_horizon], axis=(2, 3))
+
+        new_lp = per_transition(self.chain_log_probs(cond, chains))  # (B, K')
+        old_lp = per_transition(old_log_probs)
         adv = advantages
         if self.norm_adv:
             n = tf.cast(tf.size(adv), tf.float32)
@@ -176,12 +188,13 @@ class PPODiffusion(DiffusionModel):
         lo_q, hi_q = self.clip_adv_quantiles
         if lo_q > 0.0 or hi_q < 1.0:
             adv = tf.clip_by_value(adv, quantile(adv, lo_q), quantile(adv, hi_q))
-        kf = tf.cast(k, tf.float32)
-        adv = adv * tf.pow(self.gamma_denoising, self.ft_denoising_steps - 1 - kf)
+        k = tf.range(kp)
+        discount = tf.pow(self.gamma_denoising, tf.cast(kp - 1 - k, tf.float32))  # (K',)
+        adv = adv[:, None] * discount[None, :]  # (B, K')
         log_ratio = new_lp - old_lp
         ratio = tf.exp(log_ratio)
-        clip = clip_coefficients(k, self.ft_denoising_steps, self.clip_ploss_coef, self.clip_ploss_coef_base,
-                                 self.clip_ploss_coef_rate)
+        clip = clip_coefficients(k, kp, self.clip_ploss_coef, self.clip_ploss_coef_base,
+                                 self.clip_ploss_coef_rate)[None, :]
         pg_loss = tf.reduce_mean(tf.maximum(-adv * ratio, -adv * tf.clip_by_value(ratio, 1 - clip, 1 + clip)))
         values = self.critic(cond, training=True)
         if self.clip_vloss_coef is None:
@@ -207,7 +220,8 @@ class PPODiffusion(DiffusionModel):
 
     def update(self, batch: dict[str, Any], train_actor: bool, batch_size: int, update_epochs: int,
                vf_coef: float, ent_coef: float, target_kl: float | None, reward_horizon: int) -> dict[str, float]:
-        """All epochs of minibatch updates over the iteration's (env step x denoising step) transitions."""
+        """All epochs of minibatch updates; a minibatch is ``batch_size`` env steps with all their K' denoising
+        transitions (the reference v0.5 unit, in which every shipped config's ``batch_size`` is written)."""
         out = self._update(batch["cond"], batch["samples"], batch["returns"], batch["values"], batch["advantages"],
                            batch["log_probs"], tf.constant(train_actor), batch_size=int(batch_size),
                            update_epochs=int(update_epochs), vf_coef=float(vf_coef), ent_coef=float(ent_coef),
@@ -217,33 +231,29 @@ class PPODiffusion(DiffusionModel):
 
     def _update_graph(self, cond, chains, returns, values, advantages, log_probs, train_actor, batch_size,
                       update_epochs, vf_coef, ent_coef, target_kl, reward_horizon):
-        n, kp = tf.shape(chains)[0], self.ft_denoising_steps
-        total = n * kp
-        n_batch = tf.maximum(1, total // batch_size)
+        n = tf.shape(chains)[0]
+        n_batch = tf.maximum(1, n // batch_size)  # the remainder of a shuffled epoch is dropped, as in the reference
         actor_vars = self.trainable_actor_variables()
         critic_vars = self.critic.trainable_variables
         zero = tf.constant(0.0)
-        last = {key: zero for key in ("loss", "pg_loss", "v_loss", "entropy_loss", "approx_kl", "ratio")}
+        last = {key: zero for key in ("loss", "pg_loss", "v_loss", "entropy_loss", "approx_kl", "ratio",
+                                      "minibatch_transitions")}
         clipfrac_sum, n_done, stop = zero, zero, tf.constant(False)
         for _ in tf.range(update_epochs):
-            perm = tf.argsort(self.rng.uniform((total,)))
+            perm = tf.argsort(self.shuffle_rng.uniform((n,)))
             for b in tf.range(n_batch):
-                idx = perm[b * batch_size:(b + 1) * batch_size]
-                i, k = idx // kp, idx % kp
-                c = gather_cond(cond, i)
-                ch = tf.gather(chains, i)
-                x_prev = tf.gather(ch, k, batch_dims=1)
-                x_next = tf.gather(ch, k + 1, batch_dims=1)
-                old_lp = tf.gather(tf.gather(log_probs, i), k, batch_dims=1)
+                i = perm[b * batch_size:(b + 1) * batch_size]
                 with tf.GradientTape(persistent=True) as tape:
-                    terms = self.loss(c, x_prev, x_next, k, tf.gather(returns, i), tf.gather(values, i),
-                                      tf.gather(advantages, i), old_lp, reward_horizon)
+                    terms = self.loss(gather_cond(cond, i), tf.gather(chains, i), tf.gather(returns, i),
+                                      tf.gather(values, i), tf.gather(advantages, i), tf.gather(log_probs, i),
+                                      reward_horizon)
                     loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
                 if train_actor:
                     self.actor_optimizer.apply(tape.gradient(loss, actor_vars))
                 self.critic_optimizer.apply(tape.gradient(loss, critic_vars))
                 del tape
-                last = {"loss": loss, **{key: terms[key] for key in last if key != "loss"}}
+                last = {"loss": loss, **{key: terms[key] for key in last if key in terms},
+                        "minibatch_transitions": tf.cast(tf.size(i) * self.ft_denoising_steps, tf.float32)}
                 clipfrac_sum += terms["clipfrac"]
                 n_done += 1.0
                 if terms["approx_kl"] > target_kl:

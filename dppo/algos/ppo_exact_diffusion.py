@@ -105,8 +105,8 @@ class PPOExactDiffusion(SingleStepPPO, PPODiffusion):
     # likelihood ------------------------------------------------------------------------------------------
     def _probes(self, shape: tuple) -> tf.Tensor:
         if self.hutchinson_type == "Gaussian":
-            return self.rng.normal(shape)
-        return tf.cast(self.rng.uniform(shape, 0, 2, dtype=tf.int32), tf.float32) * 2.0 - 1.0
+            return self.train_rng.normal(shape)
+        return tf.cast(self.train_rng.uniform(shape, 0, 2, dtype=tf.int32), tf.float32) * 2.0 - 1.0
 
     def net_for_index(self, t: int) -> keras.layers.Layer:
         """actor_ft on the fine-tuned DDPM indices t < K' (unless use_base_policy), else the frozen base."""

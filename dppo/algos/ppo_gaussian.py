@@ -21,6 +21,7 @@ import tensorflow as tf
 from dppo.policies.gaussian import Cond, GaussianModel
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.optim import AdamW
+from dppo.utils.seeding import tf_stream
 
 LOG_PROB_CLAMP = (-5.0, 2.0)
 
@@ -44,13 +45,14 @@ class SingleStepPPO:
     ``extras`` may hold "entropy" (B,) and "std" (B,), and ``sample_for_rollout(cond, deterministic)``.
     """
 
+    single_step = True
     critic: keras.layers.Layer
     clip_ploss_coef: float
     clip_vloss_coef: float | None
     norm_adv: bool
     log_prob_clamp: tuple[float, float] | None
     grad_accumulate: int
-    rng: tf.random.Generator
+    seed: int
 
     def _init_ppo(self, clip_ploss_coef: float, clip_vloss_coef: float | None, norm_adv: bool,
                   log_prob_clamp: Any, grad_accumulate: int) -> None:
@@ -64,6 +66,7 @@ class SingleStepPPO:
         self._acc: list[tf.Variable] | None = None
 
     def _compile_ppo(self) -> None:
+        self.shuffle_rng = tf_stream(self.seed, "shuffle")  # minibatch order
         # straight-line code needs no AutoGraph (it costs tracing time); the update loops do
         self._old = tf.function(self._old_graph, autograph=False)
         self._update = tf.function(self._update_graph)
@@ -162,7 +165,7 @@ class SingleStepPPO:
         last = {key: zero for key in keys}
         clipfrac_sum, n_done, stop = zero, zero, tf.constant(False)
         for _ in tf.range(update_epochs):
-            perm = tf.argsort(self.rng.uniform((n,)))
+            perm = tf.argsort(self.shuffle_rng.uniform((n,)))
             for b in tf.range(n_batch):
                 idx = perm[b * batch_size:(b + 1) * batch_size]
                 with tf.GradientTape() as tape:

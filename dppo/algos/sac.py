@@ -31,6 +31,7 @@ import tensorflow as tf
 from dppo.nets.critics import CriticObsAct
 from dppo.nets.mlp import MLP, Linear
 from dppo.utils.optim import AdamW
+from dppo.utils.seeding import tf_stream
 
 LOG_2PI = math.log(2.0 * math.pi)
 TANH_EPS = 1e-6
@@ -108,7 +109,7 @@ class SAC(tf.Module):
         self.actor_optimizer = AdamW(self.actor.trainable_variables, actor_lr, name="actor_adam")
         self.critic_optimizer = AdamW(self.critic.trainable_variables, critic_lr, name="critic_adam")
         self.alpha_optimizer = AdamW([self.log_alpha], critic_lr, name="alpha_adam")
-        self.rng = tf.random.Generator.from_seed(seed)
+        self.rng = tf_stream(seed, "training")  # reparameterisation noise of actions and updates
         self._update = tf.function(self._update_graph)
         self._act = tf.function(self._act_graph, reduce_retracing=True)
 

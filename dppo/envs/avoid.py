@@ -22,8 +22,12 @@ the reward and the plots can see (see ``spec/avoid-task.md``):
 What the MuJoCo arm does and this port does not: the tracking controller. ``tracker`` picks the model of
 spec section 3: ``"second_order"`` (default; spec choice (b), v <- 0.2 (d - c) + 0.7 v, c <- c + v, mean
 open-loop error 1.55 cm against the demos), ``"delay"`` (choice (a): the TCP reaches the previous set-point,
-1.65 cm) or ``"perfect"`` (c = d, 1.96 cm). Pillars do not block the rod (the reward is -0.1 for the rest of
-the episode anyway); ``freeze_on_collision=True`` stops the TCP instead. z, orientation and the arm's reach
+1.65 cm) or ``"perfect"`` (c = d, 1.96 cm). ``pillars`` says what a pillar does to the rod: ``"slide"``
+(default) stops it at the surface like MuJoCo's contact, keeping the motion along the surface (no friction), and the contact is seen by the
+next step's collision test as MuJoCo's contact list would show it; ``"freeze"`` holds the TCP where the contact
+was detected; ``"pass"`` lets it through (the port's earlier behaviour). The reward is the same until the first
+contact and -0.1 afterwards in every mode; only the states after a contact differ, which is what the critic
+sees (in "pass" mode a collided rollout can travel on to the finish line). z, orientation and the arm's reach
 are not modelled.
 
 DPPO's success definition
@@ -87,6 +91,7 @@ OUT_PENALTY = -0.1
 N_BITS = 9
 ROW_BITS = ((0, 1), (2, 3, 4), (5, 6, 7, 8))
 TRACKERS = ("second_order", "delay", "perfect")
+PILLAR_MODES = ("slide", "freeze", "pass")
 ENV_IDS = {"avoiding-m5": 5, "avoiding-m6": 6, "avoiding-m7": 7, "avoiding-m8": 8, "avoiding-v0": None}
 
 
@@ -100,6 +105,23 @@ def clearance(xy: np.ndarray) -> np.ndarray:
     xy = np.asarray(xy, dtype=np.float64)
     d = np.linalg.norm(xy[..., None, :] - PILLAR_XY, axis=-1)
     return d - COLLISION_DIST
+
+
+def push_out_of_pillars(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move points (N, 2) that are inside a pillar's collision distance radially onto its boundary (the
+    frictionless contact of a rod sliding along the pillar); returns them and which ones were moved (N,)."""
+    d = xy[:, None, :] - PILLAR_XY  # (N, 6, 2)
+    dist = np.linalg.norm(d, axis=-1)
+    inside = dist < COLLISION_DIST
+    touched = inside.any(axis=1)
+    if not touched.any():
+        return xy, touched
+    j = np.argmax(inside, axis=1)  # pillars are far apart: a point is inside at most one
+    rows = np.flatnonzero(touched)
+    out = xy.copy()
+    offset = d[rows, j[rows]] / np.maximum(dist[rows, j[rows]], 1e-12)[:, None]
+    out[rows] = PILLAR_XY[j[rows]] + offset * COLLISION_DIST[j[rows]][:, None]
+    return out, touched
 
 
 def in_collision(xy: np.ndarray) -> np.ndarray:
@@ -248,7 +270,7 @@ class AvoidBatch:
 
     def __init__(self, n_envs: int = 1, reward_mode_bit: int | None = 5, stale_obs: bool = True,
                  tracker: str = "second_order", max_episode_steps: int | None = None,
-                 freeze_on_collision: bool = False, tracker_gains: tuple[float, float] = (0.2, 0.7)):
+                 pillars: str = "slide", tracker_gains: tuple[float, float] = (0.2, 0.7)):
         if tracker not in TRACKERS:
             raise ValueError(f"tracker must be one of {TRACKERS}, got {tracker!r}")
         if reward_mode_bit is not None and not 0 <= int(reward_mode_bit) < N_BITS:
@@ -258,13 +280,16 @@ class AvoidBatch:
         self.stale_obs = bool(stale_obs)
         self.tracker = tracker
         self.max_episode_steps = max_episode_steps
-        self.freeze_on_collision = bool(freeze_on_collision)
+        if pillars not in PILLAR_MODES:
+            raise ValueError(f"pillars must be one of {PILLAR_MODES}, got {pillars!r}")
+        self.pillars = pillars
         self.kp, self.damping = map(float, tracker_gains)
         n = self.n_envs
         self.desired = np.zeros((n, 2))
         self.tcp = np.zeros((n, 2))
         self.vel = np.zeros((n, 2))
         self.collided = np.zeros(n, dtype=bool)
+        self.touching = np.zeros(n, dtype=bool)  # "slide": the rod rests against a pillar after the last move
         self.passed = np.zeros((n, 3), dtype=bool)
         self.mode_bits = np.zeros((n, N_BITS), dtype=bool)
         self.reached_goal = np.zeros(n, dtype=bool)
@@ -282,6 +307,7 @@ class AvoidBatch:
         self.tcp[m] = START_XY
         self.vel[m] = 0.0
         self.collided[m] = False
+        self.touching[m] = False
         self.passed[m] = False
         self.mode_bits[m] = False
         self.reached_goal[m] = False
@@ -299,7 +325,7 @@ class AvoidBatch:
         d, c = self.desired, self.tcp
         obs_pre = self.observe()
         # reward from the pre-step TCP, pre-step contacts and pre-step mode bits (fork's order)
-        self.collided |= in_collision(c)
+        self.collided |= in_collision(c) | self.touching
         x, y = c[:, 0], c[:, 1]
         gain = (y > FINISH_Y).astype(np.float64)
         if self.reward_mode_bit is not None:
@@ -314,8 +340,11 @@ class AvoidBatch:
             c_new, v_new = d.copy(), d - c
         else:
             c_new, v_new = d_new.copy(), d_new - c
-        if self.freeze_on_collision:  # the contact was detected on c: the pillar holds the rod there
+        if self.pillars == "freeze":  # the contact was detected on c: the pillar holds the rod there
             c_new[self.collided], v_new[self.collided] = c[self.collided], 0.0
+        elif self.pillars == "slide":
+            c_new, self.touching = push_out_of_pillars(c_new)
+            v_new = np.where(self.touching[:, None], c_new - c, v_new)  # the normal velocity is stopped
         self.tcp, self.vel, self.desired = c_new, v_new, d_new
         _update_mode_bits(self.mode_bits, self.passed, c_new)
         self.reached_goal |= c_new[:, 1] > FINISH_Y
@@ -341,8 +370,9 @@ class AvoidEnv(gym.Env):
         tracker: TCP model, "second_order" (default), "delay" or "perfect" (spec section 3).
         max_episode_steps: truncate after this many steps; None (default) never ends an episode (DPPO's
             MultiStep wrapper truncates at 100).
-        freeze_on_collision: stop the TCP at a pillar instead of letting it pass through (plots only; the
-            reward is the same).
+        pillars: what a pillar does to the rod: "slide" (default: stopped at the surface, free to move
+            along it), "freeze" (held where the contact was detected) or "pass" (no effect on the motion).
+            The reward is the same in every mode.
         tracker_gains: (kp, damping) of the second-order tracker.
 
     Observation: float32 [previous desired x, y, TCP x, y], raw units. Action: delta of the desired xy,
@@ -353,11 +383,11 @@ class AvoidEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, reward_mode_bit: int | None = 5, stale_obs: bool = True, tracker: str = "second_order",
-                 max_episode_steps: int | None = None, freeze_on_collision: bool = False,
+                 max_episode_steps: int | None = None, pillars: str = "slide",
                  tracker_gains: tuple[float, float] = (0.2, 0.7), render_mode: str | None = None):
         super().__init__()
         self.sim = AvoidBatch(1, reward_mode_bit=reward_mode_bit, stale_obs=stale_obs, tracker=tracker,
-                              max_episode_steps=max_episode_steps, freeze_on_collision=freeze_on_collision,
+                              max_episode_steps=max_episode_steps, pillars=pillars,
                               tracker_gains=tracker_gains)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)

@@ -20,7 +20,7 @@ from dppo.envs.avoid import ENV_IDS, AvoidBatch
 NORMALIZE_WRAPPERS = ("d3il_lowdim", "mujoco_locomotion_lowdim", "robomimic_lowdim", "normalize")
 # AvoidEnv arguments that reach the env on the sync path (gym.make takes ``max_episode_steps`` for its own
 # TimeLimit, which make_env's ``.unwrapped`` drops again: it has no effect there, so none here either)
-_BATCH_KWARGS = ("stale_obs", "tracker", "freeze_on_collision", "tracker_gains")
+_BATCH_KWARGS = ("stale_obs", "tracker", "pillars", "tracker_gains")
 
 
 def supports(name: str, wrappers: Mapping[str, Any] | None) -> bool:

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from dppo.nets.mlp import LazyBuild, Linear
+from dppo.utils.seeding import tf_stream
 
 Cond = dict[str, tf.Tensor]
 
@@ -176,7 +177,7 @@ class RandomShiftsAug:
 
     def __init__(self, pad: int = 4, rng: tf.random.Generator | None = None, seed: int = 0):
         self.pad = int(pad)
-        self.rng = rng if rng is not None else tf.random.Generator.from_seed(seed)
+        self.rng = rng if rng is not None else tf_stream(seed, "augment")
 
     def draw_offsets(self, batch: int | tf.Tensor) -> tf.Tensor:
         """(B, 2) int32 offsets [dx (width), dy (height)]."""

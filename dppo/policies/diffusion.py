@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.policies.schedule import DiffusionSchedule
+from dppo.utils.seeding import tf_stream
 
 Cond = dict[str, tf.Tensor]
 
@@ -53,7 +54,9 @@ class DiffusionModel(tf.Module):
         self.use_ddim = use_ddim
         self.schedule = DiffusionSchedule(self.denoising_steps, ddim_steps if use_ddim else None)
         self.n_steps = self.schedule.n_sampling_steps
-        self.rng = tf.random.Generator.from_seed(seed)
+        self.seed = int(seed)
+        self.rng = tf_stream(seed, "sampling")  # action noise
+        self.train_rng = tf_stream(seed, "training")  # pre-training noise and timesteps
         self._buffers = {k: tf.constant(v) for k, v in vars(self.schedule).items() if isinstance(v, np.ndarray)}
         self.build_network(self.network)
         # jit_compile_sampler (opt-in, config ``model.jit_compile_sampler``): the sampler compiled with XLA was
@@ -150,10 +153,11 @@ class DiffusionModel(tf.Module):
             std = self.sampling_std(std, step, deterministic)
             z = tf.clip_by_value(self.rng.normal(shape), -self.randn_clip_value, self.randn_clip_value)
             x = mean + std * z
+            if step == self.n_steps - 1 and self.final_action_clip_value is not None:
+                # clipped before it is recorded, as the reference does: PPO scores the action the env received
+                x = tf.clip_by_value(x, -self.final_action_clip_value, self.final_action_clip_value)
             if step >= first_recorded - 1:  # the input of the first recorded step, then every output
                 chain.append(x)
-        if self.final_action_clip_value is not None:
-            x = tf.clip_by_value(x, -self.final_action_clip_value, self.final_action_clip_value)
         if return_chain:
             return x, tf.stack(chain, axis=1)
         return x
@@ -172,8 +176,8 @@ class DiffusionModel(tf.Module):
         """Mean squared error of the predicted noise (or of x0) at a uniformly drawn t (spec 1.11)."""
         net = net or self.network
         b = tf.shape(x0)[0]
-        t = self.rng.uniform((b,), 0, self.denoising_steps, dtype=tf.int32)
-        noise = self.rng.normal(tf.shape(x0))
+        t = self.train_rng.uniform((b,), 0, self.denoising_steps, dtype=tf.int32)
+        noise = self.train_rng.normal(tf.shape(x0))
         pred = net(self.q_sample(x0, t, noise), t, cond, training=training)
         target = noise if self.predict_epsilon else x0
         return tf.reduce_mean(tf.square(pred - target))

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from dppo.policies import distributions as dist
+from dppo.utils.seeding import tf_stream
 
 Cond = dict[str, tf.Tensor]
 DETERMINISTIC_STD = 1e-4  # the reference's std for deterministic (evaluation) draws
@@ -69,7 +70,8 @@ class GaussianModel(tf.Module):
         self.randn_clip_value = float(randn_clip_value)
         self.tanh_output = bool(tanh_output)
         self.ent_coef = float(ent_coef)
-        self.rng = tf.random.Generator.from_seed(seed)
+        self.seed = int(seed)
+        self.rng = tf_stream(seed, "sampling")
         self.build_network(self.network)
         self._sample = tf.function(self._sample_graph, reduce_retracing=True, autograph=False)
         if network_path:

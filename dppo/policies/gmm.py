@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from dppo.policies import distributions as dist
 from dppo.policies.gaussian import DETERMINISTIC_STD, infer_dims, load_network_weights
+from dppo.utils.seeding import tf_stream
 
 Cond = dict[str, tf.Tensor]
 
@@ -32,7 +33,8 @@ class GMMModel(tf.Module):
         self.horizon_steps, self.cond_steps = int(horizon_steps), int(cond_steps)
         self.obs_dim, self.action_dim = infer_dims(network, obs_dim, action_dim, self.cond_steps)
         self.randn_clip_value = float(randn_clip_value)
-        self.rng = tf.random.Generator.from_seed(seed)
+        self.seed = int(seed)
+        self.rng = tf_stream(seed, "sampling")
         self.build_network(self.network)
         self._sample = tf.function(self._sample_graph, reduce_retracing=True, autograph=False)
         if network_path:

@@ -47,7 +47,7 @@ from dppo.algos.sac import SAC
 from dppo.envs.factory import make_env, wrap
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.logging import MetricLogger
-from dppo.utils.seeding import seed_everything
+from dppo.utils.seeding import np_stream, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class TrainSACAgent:
                              f"action_dim={cfg.action_dim}")
         self.sac = sac_from_config(cfg, self.seed)
         self.buffer = ReplayBuffer(int(train.get("buffer_size", 1_000_000)), self.obs_shape, self.action_shape)
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = np_stream(self.seed, "replay")  # minibatch draws and warm-up actions
         self.itr = 0
         self.env_steps = 0
         self.eval_history: list[tuple[int, float, float]] = []  # (itr, mean, std)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import numpy as np
@@ -28,7 +28,7 @@ from dppo.utils.logging import MetricLogger, save_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
-from dppo.utils.seeding import seed_everything
+from dppo.utils.seeding import generator_states, restore_generators, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,32 @@ def check_keys(block: DictConfig, known: set[str], where: str) -> None:
         hint = "; ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items())
         raise KeyError(f"unknown config key(s) in {where}: {hint}")
 
+
+
+class MinibatchPlan(NamedTuple):
+    """What one PPO iteration's update does (the reference v0.5 rule; see ``minibatch_plan``)."""
+
+    env_steps: int  # samples collected per iteration (n_envs x n_steps action chunks)
+    minibatches_per_epoch: int
+    optimizer_steps: int  # per iteration, before any target_kl early stop
+    transitions_per_step: int  # rows scored per optimizer step (denoising transitions for DPPO)
+
+
+def minibatch_plan(cfg: DictConfig) -> MinibatchPlan:
+    """Optimizer steps per iteration and transitions per step of a fine-tuning config.
+
+    ``train.batch_size`` counts env steps (action chunks); a DPPO minibatch carries all K' denoising transitions
+    of its env steps. Per epoch: N // batch_size minibatches (remainder dropped); with ``grad_accumulate`` k the
+    optimizer steps every k minibatches. Single-step policies (Gaussian, GMM, exact likelihood) score one row per
+    env step.
+    """
+    t = cfg.train
+    n = int(cfg.env.n_envs) * int(t.n_steps)
+    batch, k = int(t.batch_size), int(t.get("grad_accumulate", 1) or 1)
+    single_step = getattr(hydra.utils.get_class(cfg.model._target_), "single_step", True)
+    per_sample = 1 if single_step else int(cfg.model.ft_denoising_steps)
+    minibatches = max(1, n // batch)
+    return MinibatchPlan(n, minibatches, int(t.update_epochs) * max(1, minibatches // k), batch * k * per_sample)
 
 
 class TrainPPOAgent:
@@ -94,6 +120,9 @@ class TrainPPOAgent:
                               else None)
 
         self.model = self.build_model(cfg)
+        plan = minibatch_plan(cfg)
+        log.info("PPO update: %d optimizer steps per iteration (%d minibatches per epoch), %d transitions each",
+                 plan.optimizer_steps, plan.minibatches_per_epoch, plan.transitions_per_step)
         self.actor_scheduler = make_scheduler(float(t.actor_lr), t.get("actor_lr_scheduler"))
         self.critic_scheduler = make_scheduler(float(t.critic_lr), t.get("critic_lr_scheduler"))
         self.actor_optimizer = AdamW(self.model.trainable_actor_variables(), self.actor_scheduler.lr,
@@ -126,7 +155,7 @@ class TrainPPOAgent:
         extra = {f"reward_scaler/{k}": v for k, v in (self.reward_scaler.state() if self.reward_scaler else {}).items()}
         return ckpt.save_checkpoint(
             ckpt.checkpoint_path(self.checkpoint_dir, self.itr), self.checkpoint_groups(),
-            {"itr": self.itr, "env_steps": self.env_steps, "rng": self.model.rng.state.numpy(),
+            {"itr": self.itr, "env_steps": self.env_steps, **generator_states(self.model),
              "actor_scheduler_steps": self.actor_scheduler.steps, "critic_scheduler_steps": self.critic_scheduler.steps,
              "ft_denoising_steps": getattr(self.model, "ft_denoising_steps", 0),
              "np_rng": np.random.get_state()[1], **extra})
@@ -137,7 +166,7 @@ class TrainPPOAgent:
             return
         self.itr = int(ckpt.meta(state, "itr")) + 1
         self.env_steps = int(ckpt.meta(state, "env_steps"))
-        self.model.rng.reset(ckpt.meta(state, "rng"))
+        restore_generators(self.model, lambda key: ckpt.meta(state, key))
         self.actor_scheduler.steps = int(ckpt.meta(state, "actor_scheduler_steps"))
         self.critic_scheduler.steps = int(ckpt.meta(state, "critic_scheduler_steps"))
         np.random.set_state(("MT19937", ckpt.meta(state, "np_rng").astype(np.uint32), 0, 0, 0.0))

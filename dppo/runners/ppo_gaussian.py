@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from dppo.nets.vit import RandomShiftsAug
 from dppo.runners.ppo import TrainPPOAgent
+from dppo.utils.seeding import tf_stream
 
 AUGMENT_CHUNK = 1024  # frames per compiled augmentation call
 
@@ -28,14 +29,17 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
         self.augment = bool(cfg.train.get("augment", False))
         self.grad_accumulate = int(cfg.train.get("grad_accumulate", 1) or 1)
         super().__init__(cfg)
-        # shares the model's generator, so a resumed run draws the same shifts
-        self.aug = RandomShiftsAug(pad=4, rng=self.model.rng) if self.augment else None
+        # the model holds the augmentation stream, so checkpoints carry it and a resumed run draws the same shifts
+        self.aug = RandomShiftsAug(pad=4, rng=self.model.augment_rng) if self.augment else None
         self._shift = tf.function(lambda x: self.aug(x), autograph=False) if self.augment else None
 
     def build_model(self, cfg: DictConfig) -> Any:
         actor_ft = hydra.utils.instantiate(cfg.model.actor)
         extra = {"grad_accumulate": self.grad_accumulate} if self.grad_accumulate > 1 else {}
-        return hydra.utils.instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed, **extra)
+        model = hydra.utils.instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed, **extra)
+        if self.augment:
+            model.augment_rng = tf_stream(self.seed, "augment")
+        return model
 
     def augment_frames(self, rgb: np.ndarray) -> np.ndarray:
         """Random-shift every frame of rgb (..., C, H, W) independently."""

@@ -21,7 +21,7 @@ from dppo.utils import checkpoint as ckpt
 from dppo.utils.logging import MetricLogger, save_config
 from dppo.utils.optim import AdamW
 from dppo.utils.scheduler import make_scheduler
-from dppo.utils.seeding import seed_everything
+from dppo.utils.seeding import generator_states, restore_generators, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class TrainDiffusionAgent:
     def save(self) -> Path:
         return ckpt.save_checkpoint(ckpt.checkpoint_path(self.checkpoint_dir, self.epoch),
                                     self.checkpoint_groups(),
-                                    {"epoch": self.epoch, "rng": self.model.rng.state.numpy(),
+                                    {"epoch": self.epoch, **generator_states(self.model),
                                      "scheduler_steps": self.scheduler.steps})
 
     def resume(self) -> None:
@@ -100,7 +100,7 @@ class TrainDiffusionAgent:
         if state is None:
             return
         self.epoch = int(ckpt.meta(state, "epoch"))
-        self.model.rng.reset(ckpt.meta(state, "rng"))
+        restore_generators(self.model, lambda key: ckpt.meta(state, key))
         self.scheduler.steps = int(ckpt.meta(state, "scheduler_steps"))
 
     # ----------------------------------------------------------------------------------------------------

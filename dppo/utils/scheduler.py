@@ -7,7 +7,9 @@ import math
 
 class CosineAnnealingWarmupRestarts:
     """lr(s) = lo + (hi - lo) s / W for s < W, else lo + (hi - lo)(1 + cos(pi (s - W)/(C - W)))/2,
-    with s = steps taken mod C. Right after construction lr = lo (min_lr), like the reference."""
+    with s = steps taken mod C. Before the first step lr = lo (min_lr) whatever W is, like the reference, whose
+    constructor sets min_lr after its own initial step: with W = 0 the first epoch/iteration runs at min_lr, not at
+    the maximum the formula gives for s = 0; restarts (s = 0 again) do follow the formula."""
 
     def __init__(self, max_lr: float, first_cycle_steps: int, warmup_steps: int = 0, min_lr: float = 0.0,
                  cycle_mult: float = 1.0, gamma: float = 1.0):
@@ -22,6 +24,8 @@ class CosineAnnealingWarmupRestarts:
     def lr_at(self, steps: int) -> float:
         s = steps % self.cycle
         lo, hi = self.min_lr, self.max_lr
+        if steps == 0:
+            return lo
         if s < self.warmup:
             return lo + (hi - lo) * s / self.warmup
         return lo + (hi - lo) * (1 + math.cos(math.pi * (s - self.warmup) / max(self.cycle - self.warmup, 1))) / 2
