@@ -37,7 +37,6 @@ def ppo_diffusion(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4
     """PPODiffusion with the gym hopper config's networks and PPO settings, and AdamW optimisers."""
     from dppo.algos.ppo_diffusion import PPODiffusion
     from dppo.nets.critics import CriticObs
-    from dppo.utils.optim import AdamW
     model = PPODiffusion(
         actor=diffusion_mlp(obs_dim, action_dim, horizon_steps),
         actor_ft=diffusion_mlp(obs_dim, action_dim, horizon_steps),
@@ -47,9 +46,15 @@ def ppo_diffusion(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4
         clip_ploss_coef=0.01, clip_ploss_coef_base=0.01, clip_ploss_coef_rate=3.0, randn_clip_value=3.0,
         min_sampling_denoising_std=0.1, min_logprob_denoising_std=0.1, seed=seed,
         jit_compile_sampler=jit_compile_sampler)
-    model.set_optimizers(AdamW(model.trainable_actor_variables(), 1e-4),
-                         AdamW(model.critic.trainable_variables, 1e-3))
     return model
+
+
+def ppo_learner(model, seed: int = 0):
+    """The PPO learner of a policy, with the gym configs' learning rates."""
+    from dppo.algos.ppo import PPOLearner
+    from dppo.utils.optim import AdamW
+    return PPOLearner(model, AdamW(model.trainable_actor_variables(), 1e-4),
+                      AdamW(model.critic.trainable_variables, 1e-3), seed)
 
 
 def matmul_flops_per_row(layer) -> int:
@@ -122,9 +127,11 @@ def avoid_m2_cfg(name: str, **over: Any) -> DictConfig:
     return _finish(cfg, tmp_dir(name), **over)
 
 
-def random_batch(model, n: int, seed: int = 0, logprob_batch: int = 10000) -> dict[str, tf.Tensor]:
-    """An update batch of ``n`` env steps: random states/chains/advantages, old values and log-probs from the
-    model (in chunks of ``logprob_batch`` env steps, like the runner)."""
+def random_batch(learner, n: int, seed: int = 0, logprob_batch: int = 10000):
+    """An update batch (``PPOBatch``) of ``n`` env steps: random states/chains/advantages, old values and
+    log-probs from the learner (in chunks of ``logprob_batch`` env steps, like the runner)."""
+    from dppo.algos.ppo import PPOBatch
+    model = learner.policy
     rng = np.random.default_rng(seed)
     kp = model.ft_denoising_steps
     state = rng.standard_normal((n, model.cond_steps, model.obs_dim)).astype(np.float32)
@@ -132,12 +139,10 @@ def random_batch(model, n: int, seed: int = 0, logprob_batch: int = 10000) -> di
     chains = chains.astype(np.float32)
     values, log_probs = [], []
     for s in range(0, n, logprob_batch):
-        v, lp = model.values_and_log_probs({"state": tf.constant(state[s:s + logprob_batch])},
-                                           tf.constant(chains[s:s + logprob_batch]))
+        v, lp = learner.score({"state": tf.constant(state[s:s + logprob_batch])},
+                              tf.constant(chains[s:s + logprob_batch]))
         values.append(v.numpy())
         log_probs.append(lp.numpy())
-    return {"cond": {"state": tf.constant(state)}, "samples": tf.constant(chains),
-            "returns": tf.constant(rng.standard_normal(n).astype(np.float32)),
-            "values": tf.constant(np.concatenate(values)),
-            "advantages": tf.constant(rng.standard_normal(n).astype(np.float32)),
-            "log_probs": tf.constant(np.concatenate(log_probs))}
+    return PPOBatch({"state": tf.constant(state)}, tf.constant(chains),
+                    tf.constant(rng.standard_normal(n).astype(np.float32)), tf.constant(np.concatenate(values)),
+                    tf.constant(rng.standard_normal(n).astype(np.float32)), tf.constant(np.concatenate(log_probs)))

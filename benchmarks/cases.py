@@ -98,11 +98,12 @@ def case_sample(quick: bool) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------------------
 def update_flops(model) -> dict[str, float]:
-    """Matmul FLOPs per denoising transition of one PPO minibatch row: actor_ft and critic, each fwd + bwd
-    = 3 x forward (2 * in * out per Dense kernel per row)."""
+    """Matmul FLOPs per denoising transition of a PPO minibatch: actor_ft on every transition, the critic once
+    per env step (K' transitions), each fwd + bwd = 3 x forward (2 * in * out per Dense kernel per row)."""
     actor = B.matmul_flops_per_row(model.actor_ft)
     critic = B.matmul_flops_per_row(model.critic)
-    return {"actor_fwd_per_row": actor, "critic_fwd_per_row": critic, "per_transition": 3.0 * (actor + critic)}
+    return {"actor_fwd_per_row": actor, "critic_fwd_per_row": critic,
+            "per_transition": 3.0 * (actor + critic / model.ft_denoising_steps)}
 
 
 _PROBE: list = []
@@ -153,15 +154,16 @@ def case_update(quick: bool) -> list[dict]:
     that computes the old values and log-probs before it. Each repeat is paired with a matmul probe."""
     n = _size(quick)["update_env_steps"]
     model = B.ppo_diffusion()
-    batch = B.random_batch(model, n)
+    learner = B.ppo_learner(model)
+    batch = B.random_batch(learner, n)
     fl = update_flops(model)
     out = []
     # the old-log-prob pass (forward only), in the runner's chunks of 10000 env steps
-    cond, chains = batch["cond"], batch["samples"]
+    cond, chains = batch.cond, batch.samples
 
     def old_pass():
         for s in range(0, n, 10000):
-            v, lp = model.values_and_log_probs({"state": cond["state"][s:s + 10000]}, chains[s:s + 10000])
+            v, lp = learner.score({"state": cond["state"][s:s + 10000]}, chains[s:s + 10000])
             lp.numpy()
 
     flop = n * KP * fl["actor_fwd_per_row"] + n * fl["critic_fwd_per_row"]
@@ -172,17 +174,17 @@ def case_update(quick: bool) -> list[dict]:
                       f"{_fmt(n * KP / r['median_s'])} transitions/s, {r['gflops']:.1f} GFLOP/s = "
                       f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time, "
                       f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time"))
-    for bs in (5000, 50000):
+    for bs in (5000, 50000):  # transitions per minibatch: bs / K' env steps with all their transitions
         total = n * KP
         done = (total // bs) * bs if total >= bs else total
 
         def go(bs=bs):
-            return model.update(batch, True, bs, 1, 0.5, 0.0, None, 4)
+            return learner.update(batch, True, bs // KP, 1, 0.5, 0.0, None)
 
         r = timed_vs_peak(go, done * fl["per_transition"])
         figs = {**r, "transitions": done, "transitions_per_s": done / r["median_s"],
                 "flops_per_transition": fl["per_transition"], **{f"flops_{k}": v for k, v in fl.items()},
-                "tracing_count": model._update.experimental_get_tracing_count()}
+                "tracing_count": learner._update.experimental_get_tracing_count()}
         out.append(record("update", f"1 epoch, batch {bs}",
                           {"env_steps": n, "ft_denoising_steps": KP, "batch_size": bs, "update_epochs": 1,
                            "minibatches": max(1, total // bs)}, figs,
@@ -313,9 +315,9 @@ def _rollout_record(venv, model, steps: int, action_dim: int, variant: str, conf
 
 
 # ---------------------------------------------------------------------------------------------------------
-def tracing_counts(model) -> dict[str, int]:
-    fns = {"sample": model._sample, "values_and_log_probs": model._old, "values": model._values,
-           "update": model._update}
+def tracing_counts(agent) -> dict[str, int]:
+    fns = {"sample": agent.model._sample, "score": agent.learner._score, "values": agent.learner._values,
+           "update": agent.learner._update}
     return {k: int(f.experimental_get_tracing_count()) for k, f in fns.items()}
 
 
@@ -342,8 +344,8 @@ def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
         batch = agent.prepare_batch(ro)
         t2 = time.perf_counter()
         train_actor = itr >= agent.n_critic_warmup_itr
-        upd = agent.model.update(batch, train_actor, agent.batch_size, agent.update_epochs, agent.vf_coef,
-                                 agent.ent_coef, agent.target_kl, agent.reward_horizon)
+        upd = agent.learner.update(batch, train_actor, agent.batch_size, agent.update_epochs, agent.vf_coef,
+                                   agent.ent_coef, agent.target_kl)
         t3 = time.perf_counter()
         stats = episode_stats(ro["rewards"], ro["firsts"], agent.act_steps, agent.success_threshold)
         agent.last_trajectories = raw_paths(ro, agent.normalization)
@@ -358,7 +360,7 @@ def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
         logger.log(itr, metrics)
         t4 = time.perf_counter()
         out.append({"itr": itr, "rollout_s": t1 - t0, "prep_s": t2 - t1, "update_s": t3 - t2, "logging_s": t4 - t3,
-                    "total_s": t4 - t0, "load_1min": round(load, 2), "tracing": tracing_counts(agent.model)})
+                    "total_s": t4 - t0, "load_1min": round(load, 2), "tracing": tracing_counts(agent)})
     logger.close()
     return out
 
@@ -470,17 +472,17 @@ def case_xla(quick: bool) -> list[dict]:
                           f"({cpu['xla']:.1f} ms CPU); first call (trace + compile) {res['plain']['first_call_s']:.1f} "
                           f"s vs {res['xla']['first_call_s']:.1f} s"))
     n = 2000 if quick else 5000
-    batch = B.random_batch(model, n)
+    learner = B.ppo_learner(model)
+    batch = B.random_batch(learner, n)
     flop = (n * KP // 5000) * 5000 * update_flops(model)["per_transition"]
-    xla_update = tf.function(model._update_graph, jit_compile=True)
+    xla_update = tf.function(learner._update_graph, jit_compile=True)
 
     def upd(fn):
-        o = fn(batch["cond"], batch["samples"], batch["returns"], batch["values"], batch["advantages"],
-               batch["log_probs"], tf.constant(True), batch_size=5000, update_epochs=1, vf_coef=0.5, ent_coef=0.0,
-               target_kl=float("inf"), reward_horizon=4)
+        o = fn(batch, tf.constant(True), batch_size=5000 // KP, update_epochs=1, vf_coef=0.5, ent_coef=0.0,
+               target_kl=float("inf"))
         float(o["loss"])
 
-    res = _interleaved({"plain": lambda: upd(model._update), "xla": lambda: upd(xla_update)})
+    res = _interleaved({"plain": lambda: upd(learner._update), "xla": lambda: upd(xla_update)})
     gf = {k: flop / v["median_s"] / 1e9 for k, v in res.items()}
     for k in res:
         res[k]["gflops"] = gf[k]

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.algos.ppo_diffusion import PPODiffusion, clip_coefficients
 from dppo.nets.critics import CriticObs
 from dppo.nets.diffusion_mlp import DiffusionMLP
+from dppo.utils.optim import AdamW
 
 
 def make_model(k=5, kp=3, **kw):
@@ -62,18 +64,24 @@ def test_stochastic_sampling_std_floor_applies_to_every_step():
     assert [float(m.sampling_std(std, s, True)) for s in range(5)] == pytest.approx([0.01] * 4 + [0.0])
 
 
+def learner_of(m, lr=1e-2, grad_accumulate=1):
+    return PPOLearner(m, AdamW(m.trainable_actor_variables(), lr), AdamW(m.critic.trainable_variables, lr), seed=0,
+                      grad_accumulate=grad_accumulate)
+
+
 def test_ppo_loss_on_a_tiny_batch():
     """B = 3 env steps x K' = 3 denoising transitions; advantages normalised over the env steps."""
     m = make_model(k=5, kp=3, gamma_denoising=0.5, clip_ploss_coef=0.2, clip_ploss_coef_base=0.1,
                    clip_ploss_coef_rate=1.0)
     new = np.array([[0.3, -0.2, 0.05], [0.0, 0.1, -0.3], [0.2, 0.0, 0.15]], np.float32)  # (B, K') mean log-probs
     old = np.zeros((3, 3), np.float32)
+    learner = learner_of(m)
     m.chain_log_probs = lambda c, ch: tf.constant(new)[:, :, None, None] * tf.ones((3, 3, 2, 2))
     m.critic = lambda c, training=False: tf.constant([1.0, 2.0, 3.0])
     adv = np.array([1.0, -1.0, 2.0], np.float32)
     ret = np.array([1.5, 2.0, 2.0], np.float32)
-    out = m.loss({"state": tf.zeros((3, 1, 3))}, tf.zeros((3, 4, 2, 2)), tf.constant(ret), tf.constant(ret),
-                 tf.constant(adv), tf.constant(old)[:, :, None, None] * tf.ones((3, 3, 2, 2)), reward_horizon=2)
+    out = learner.loss({"state": tf.zeros((3, 1, 3))}, tf.zeros((3, 4, 2, 2)), tf.constant(ret),
+                             tf.constant(ret), tf.constant(adv), tf.constant(old))
     a = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)  # over the 3 env steps, not over the 9 transitions
     k = np.arange(3)
     a = a[:, None] * 0.5 ** (2 - k)[None, :]  # gamma_denoising^(K'-1-k)
@@ -84,45 +92,55 @@ def test_ppo_loss_on_a_tiny_batch():
     assert float(out["v_loss"]) == pytest.approx(0.5 * np.mean((np.array([1, 2, 3]) - ret) ** 2))
     assert float(out["clipfrac"]) == pytest.approx(np.mean(np.abs(ratio - 1) > clip))
     assert float(out["approx_kl"]) == pytest.approx(np.mean(ratio - 1 - np.log(ratio)), rel=1e-5)
+    assert float(out["entropy_loss"]) == -1.0  # DDPM: the reference's constant entropy term
 
 
 def test_log_probs_are_clamped_before_averaging():
-    m = make_model(k=5, kp=3)
+    m = make_model(k=5, kp=3, reward_horizon=1)
     lp = np.full((1, 3, 2, 2), -9.0, np.float32)
     lp[0, :, 0, 0] = 1.0
     m.chain_log_probs = lambda c, ch: tf.constant(lp)
-    m.critic = lambda c, training=False: tf.zeros((1,))
-    out = m.loss({"state": tf.zeros((1, 1, 3))}, tf.zeros((1, 4, 2, 2)), tf.zeros(1), tf.zeros(1), tf.ones(1),
-                 tf.zeros((1, 3, 2, 2)), reward_horizon=1)
-    # horizon 1 keeps [1, -9]; clamped to [1, -5] and averaged: log ratio = -2 on every transition
-    assert float(out["ratio"]) == pytest.approx(np.exp(-2.0), rel=1e-5)
+    got, _ = m.transition_log_probs({"state": tf.zeros((1, 1, 3))}, tf.zeros((1, 4, 2, 2)))
+    # horizon 1 keeps [1, -9]; clamped to [1, -5] and averaged: -2 on every transition
+    np.testing.assert_allclose(got, [[-2.0, -2.0, -2.0]])
 
 
 def test_minibatches_are_env_steps_with_all_their_denoising_transitions():
     """The reference v0.5 unit: epochs x (N // batch_size) optimizer steps of batch_size x K' transitions."""
-    from dppo.utils.optim import AdamW
     m = make_model(k=5, kp=3)
-    m.set_optimizers(AdamW(m.trainable_actor_variables(), 1e-2), AdamW(m.critic.trainable_variables, 1e-2))
+    learner = learner_of(m)
     rows = []
     score = m.chain_log_probs
     m.chain_log_probs = lambda c, ch: rows.append(ch.shape) or score(c, ch)  # traced once: records the shape
     cond = {"state": tf.random.normal((8, 1, 3))}
     _, chains = m.sample(cond, return_chain=True)
-    v, lp = m.values_and_log_probs(cond, chains)
+    v, lp = learner.score(cond, chains)
+    assert lp.shape == (8, 3)
     base = [w.numpy() for w in m.network.weights]
     ft = [w.numpy() for w in m.actor_ft.weights]
-    batch = {"cond": cond, "samples": chains, "returns": tf.ones(8), "values": v,
-             "advantages": tf.random.normal((8,)), "log_probs": lp}
-    out = m.update(batch, True, batch_size=3, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=None,
-                   reward_horizon=2)
+    batch = PPOBatch(cond, chains, tf.ones(8), v, tf.random.normal((8,)), lp)
+    out = learner.update(batch, True, batch_size=3, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=None)
     assert out["n_minibatches"] == 4  # 8 env steps // 3 per minibatch = 2 per epoch, x 2 epochs
+    assert int(learner.actor_optimizer.iterations.numpy()) == 4
     assert out["minibatch_transitions"] == 9  # 3 env steps x K' = 3
     assert rows[-1][1:] == (4, 2, 2)  # the loss scores whole chains (K' + 1 entries) of each env step
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(base, m.network.weights))
     assert any(not np.array_equal(a, w.numpy()) for a, w in zip(ft, m.actor_ft.weights))
-    out = m.update(batch, True, batch_size=3, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=-1.0,
-                   reward_horizon=2)
+    out = learner.update(batch, True, batch_size=3, update_epochs=2, vf_coef=0.5, ent_coef=0.0, target_kl=-1.0)
     assert out["n_minibatches"] == 1  # target_kl stops after the first minibatch
+
+
+def test_gradient_accumulation_sums_minibatches_into_one_step():
+    """k minibatches per optimizer step; with plain SGD-like scale invariance checked through Adam's first step:
+    Adam's first update is lr * sign-like g / (|g| + eps), identical for the sum or the mean of the gradients."""
+    m = make_model(k=5, kp=2)
+    learner = learner_of(m, grad_accumulate=2)
+    cond = {"state": tf.random.normal((8, 1, 3))}
+    _, chains = m.sample(cond, return_chain=True)
+    v, lp = learner.score(cond, chains)
+    batch = PPOBatch(cond, chains, tf.ones(8), v, tf.random.normal((8,)), lp)
+    out = learner.update(batch, True, batch_size=2, update_epochs=1, vf_coef=0.5, ent_coef=0.0, target_kl=None)
+    assert out["n_minibatches"] == 4 and int(learner.actor_optimizer.iterations.numpy()) == 2
 
 
 def test_final_action_clip_is_recorded_in_the_chain():

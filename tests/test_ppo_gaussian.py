@@ -9,6 +9,7 @@ import tensorflow as tf
 from gymnasium import spaces
 from omegaconf import OmegaConf
 
+from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.algos.ppo_exact_diffusion import PPOExactDiffusion, ode_grid
 from dppo.algos.ppo_gaussian import PPOGaussian
 from dppo.algos.ppo_gmm import PPOGMM
@@ -27,36 +28,40 @@ def gaussian_ppo(clip=0.1, **kw):
                        seed=1, **kw)
 
 
+def learner_of(model, lr=1e-2, grad_accumulate=1):
+    return PPOLearner(model, AdamW(model.trainable_actor_variables(), lr), AdamW(model.critic.trainable_variables, lr),
+                      seed=0, grad_accumulate=grad_accumulate)
+
+
 def batch_of(model, n=8, seed=0):
     """A rollout-like batch, computed eagerly (no sampler / scoring graphs to trace)."""
     rng = np.random.default_rng(seed)
     cond = {"state": tf.constant(rng.normal(size=(n, 1, 3)), tf.float32)}
     samples = tf.constant(rng.uniform(-0.8, 0.8, size=(n, model.horizon_steps, model.action_dim)), tf.float32)
-    values, log_probs = model.critic(cond), model.log_prob(cond, samples)
-    return {"cond": cond, "samples": samples, "values": values, "log_probs": log_probs,
-            "returns": tf.constant(rng.normal(size=n), tf.float32),
-            "advantages": tf.constant(rng.normal(size=n), tf.float32)}
+    log_probs, _ = model.transition_log_probs(cond, samples)
+    return PPOBatch(cond, samples, tf.constant(rng.normal(size=n), tf.float32), model.critic(cond),
+                    tf.constant(rng.normal(size=n), tf.float32), log_probs)
 
 
 def test_gaussian_ppo_loss_matches_numpy():
     model = gaussian_ppo(clip=0.1)
     b = batch_of(model)
-    mean, std = (t.numpy() for t in model.network(b["cond"]))
-    a = b["samples"].numpy().reshape(8, 4)
+    mean, std = (t.numpy() for t in model.network(b.cond))
+    a = b.samples.numpy().reshape(8, 4)
     new_lp = (-0.5 * ((a - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)).mean(-1)
-    np.testing.assert_allclose(b["log_probs"], new_lp, rtol=1e-5, atol=1e-5)  # mean over dims
+    np.testing.assert_allclose(b.log_probs[:, 0], np.clip(new_lp, -5, 2), rtol=1e-5, atol=1e-5)  # mean over dims
     old_lp = new_lp - np.linspace(-0.3, 0.3, 8)  # ratios around 1, some clipped
-    terms = model.ppo_loss(b["cond"], b["samples"], b["returns"], b["values"], b["advantages"],
-                           tf.constant(old_lp, tf.float32))
+    terms = learner_of(model).loss(b.cond, b.samples, b.returns, b.values, b.advantages,
+                                   tf.constant(np.clip(old_lp, -5, 2)[:, None], tf.float32))
     ratio = np.exp(np.clip(new_lp, -5, 2) - np.clip(old_lp, -5, 2))
-    adv = b["advantages"].numpy()
+    adv = b.advantages.numpy()
     adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
     pg = np.maximum(-adv * ratio, -adv * np.clip(ratio, 0.9, 1.1)).mean()
     np.testing.assert_allclose(terms["pg_loss"], pg, rtol=1e-5)
     np.testing.assert_allclose(terms["clipfrac"], np.mean(np.abs(ratio - 1) > 0.1))
     np.testing.assert_allclose(terms["approx_kl"], np.mean(ratio - 1 - np.log(ratio)), rtol=1e-4)
-    v = model.critic(b["cond"]).numpy()
-    np.testing.assert_allclose(terms["v_loss"], 0.5 * np.mean((v - b["returns"].numpy()) ** 2), rtol=1e-5)
+    v = model.critic(b.cond).numpy()
+    np.testing.assert_allclose(terms["v_loss"], 0.5 * np.mean((v - b.returns.numpy()) ** 2), rtol=1e-5)
     entropy = (0.5 + 0.5 * np.log(2 * np.pi) + np.log(std)).mean()
     np.testing.assert_allclose(terms["entropy_loss"], -entropy, rtol=1e-5)
     np.testing.assert_allclose(terms["std"], 0.1, rtol=1e-5)
@@ -66,28 +71,28 @@ def test_gmm_ppo_scores_the_joint_log_prob_clamped():
     mk = lambda: GMM_MLP(2, 2, 3, mlp_dims=[16], num_modes=3, fixed_std=0.1)  # noqa: E731
     model = PPOGMM(mk(), CriticObs(3, mlp_dims=[16]), actor_ft=mk(), horizon_steps=2)
     b = batch_of(model)
-    np.testing.assert_allclose(b["log_probs"], model.log_prob(b["cond"], b["samples"]), rtol=1e-6)
-    terms = model.ppo_loss(b["cond"], b["samples"], b["returns"], b["values"], b["advantages"], b["log_probs"])
+    joint = np.clip(model.log_prob(b.cond, b.samples).numpy(), -5, 2)
+    np.testing.assert_allclose(b.log_probs[:, 0], joint, rtol=1e-6)
+    terms = learner_of(model).loss(b.cond, b.samples, b.returns, b.values, b.advantages, b.log_probs)
     assert float(terms["ratio"]) == pytest.approx(1.0, abs=1e-5)  # same policy: ratio 1
     assert model.actor is not None and not model.actor.trainable_weights  # frozen initial copy
 
 
 def test_update_with_gradient_accumulation_keeps_the_frozen_copy():
     grad_accumulate = 2  # (the plain path runs in the bandit test below)
-    model = gaussian_ppo(grad_accumulate=grad_accumulate)
-    actor_opt = AdamW(model.trainable_actor_variables(), 1e-2)
-    critic_opt = AdamW(model.critic.trainable_variables, 1e-2)
-    model.set_optimizers(actor_opt, critic_opt)
+    model = gaussian_ppo()
+    learner = learner_of(model, grad_accumulate=grad_accumulate)
+    actor_opt, critic_opt = learner.actor_optimizer, learner.critic_optimizer
     before = [w.numpy() for w in model.network.weights]
     frozen = [w.numpy() for w in model.actor.weights]
-    out = model.update(batch_of(model, n=16), True, batch_size=4, update_epochs=2, vf_coef=0.5, ent_coef=0.01,
-                       target_kl=None)
+    out = learner.update(batch_of(model, n=16), True, batch_size=4, update_epochs=2, vf_coef=0.5, ent_coef=0.01,
+                         target_kl=None)
     assert out["n_minibatches"] == 8 and np.isfinite(out["loss"])
     assert int(actor_opt.iterations.numpy()) == 8 // grad_accumulate == int(critic_opt.iterations.numpy())
     assert any(np.abs(w.numpy() - v).max() > 0 for w, v in zip(model.network.weights, before))
     assert all(np.array_equal(w.numpy(), v) for w, v in zip(model.actor.weights, frozen))
-    model.update(batch_of(model, n=16), False, batch_size=4, update_epochs=2, vf_coef=0.5, ent_coef=0.01,
-                 target_kl=None)  # critic warm-up: the actor does not move
+    learner.update(batch_of(model, n=16), False, batch_size=4, update_epochs=2, vf_coef=0.5, ent_coef=0.01,
+                   target_kl=None)  # critic warm-up: the actor does not move
     assert int(actor_opt.iterations.numpy()) == 8 // grad_accumulate
     assert int(critic_opt.iterations.numpy()) == 16 // grad_accumulate
 
@@ -148,18 +153,18 @@ def test_exact_ppo_update_trains_actor_ft_only():
     model = PPOExactDiffusion(actor=net(), actor_ft=net(), critic=CriticObs(1, mlp_dims=[8]), ft_denoising_steps=1,
                               horizon_steps=2, obs_dim=1, action_dim=2, denoising_steps=4, sde_step_size=0.5,
                               log_prob_clamp=None)  # (an untrained net's 4-step estimate is below the -5 clamp)
-    model.set_optimizers(AdamW(model.trainable_actor_variables(), 1e-2), AdamW(model.critic.trainable_variables, 1e-2))
+    learner = learner_of(model)
     cond = {"state": tf.random.stateless_normal((8, 1, 1), (0, 0))}
     stored = tf.random.stateless_normal((8, 2, 2), (0, 1)) * 0.5  # (act() stores the sampler's final chunk)
-    values, log_probs = model.values_and_log_probs(cond, stored)
+    values, log_probs = learner.score(cond, stored)
     assert [s[4] for s in model.ode_steps] == [0, 1]
-    assert log_probs.shape == (8,) and np.all(np.isfinite(log_probs))
+    assert log_probs.shape == (8, 1) and np.all(np.isfinite(log_probs))
+    assert model.ppo_clip.numpy().tolist() == [pytest.approx(0.01)]  # one scalar clip, not DPPO's per-step one
     bits = model.exact_log_prob(cond, stored).numpy() / (np.log(2) * 4)  # reported in bits per dimension
-    np.testing.assert_allclose(log_probs, bits, rtol=0.2)  # (different Hutchinson probes)
+    np.testing.assert_allclose(log_probs[:, 0], bits, rtol=0.2)  # (different Hutchinson probes)
     base, ft = [w.numpy() for w in model.network.weights], [w.numpy() for w in model.actor_ft.weights]
-    batch = {"cond": cond, "samples": stored, "values": values, "log_probs": log_probs,
-             "returns": tf.ones(8), "advantages": tf.range(8, dtype=tf.float32)}
-    out = model.update(batch, True, batch_size=4, update_epochs=1, vf_coef=0.5, ent_coef=0.0, target_kl=None)
+    batch = PPOBatch(cond, stored, tf.ones(8), values, tf.range(8, dtype=tf.float32), log_probs)
+    out = learner.update(batch, True, batch_size=4, update_epochs=1, vf_coef=0.5, ent_coef=0.0, target_kl=None)
     assert np.isfinite(out["loss"]) and out["n_minibatches"] == 2
     assert all(np.array_equal(w.numpy(), v) for w, v in zip(model.network.weights, base))
     assert any(np.abs(w.numpy() - v).max() > 0 for w, v in zip(model.actor_ft.weights, ft))

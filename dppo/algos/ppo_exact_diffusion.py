@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.algos.ppo_diffusion import PPODiffusion
-from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPPO
+from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPolicy
 from dppo.policies.diffusion import Cond
 from dppo.policies.schedule import cosine_beta_schedule
 
@@ -62,7 +62,7 @@ def ode_grid(denoising_steps: int, eps: float, step_size: float, min_beta: float
     return steps
 
 
-class PPOExactDiffusion(SingleStepPPO, PPODiffusion):
+class PPOExactDiffusion(SingleStepPolicy, PPODiffusion):
     """DPPO sampling, exact-likelihood single-step PPO update.
 
     ``sde_*`` options follow the reference's names (``sde``, ``rtol``/``atol`` and ``sde_rtol``/``sde_atol``
@@ -75,7 +75,7 @@ class PPOExactDiffusion(SingleStepPPO, PPODiffusion):
                  sde_rtol: float | None = None, sde_atol: float | None = None, rtol: float | None = None,
                  atol: float | None = None, min_network_time: float = 0.0, round_network_time: bool = False,
                  bits_per_dim: bool = True, log_prob_clamp: tuple[float, float] | None = LOG_PROB_CLAMP,
-                 grad_accumulate: int = 1, **kwargs: Any):
+                 **kwargs: Any):
         if sde_method != "euler":
             raise ValueError(f"model.sde_method '{sde_method}' is not supported; only 'euler' (fixed step) is")
         if not sde_probability_flow:
@@ -88,15 +88,15 @@ class PPOExactDiffusion(SingleStepPPO, PPODiffusion):
                              f"'{sde_hutchinson_type}'")
         if kwargs.get("use_ddim"):
             raise ValueError("the exact-likelihood variant needs DDPM sampling (use_ddim=False)")
-        self._init_ppo(kwargs.get("clip_ploss_coef", 0.01), kwargs.get("clip_vloss_coef"),
-                       kwargs.get("norm_adv", True), log_prob_clamp, grad_accumulate)
         self.hutchinson_type = sde_hutchinson_type
         self.num_epsilon = int(sde_num_epsilon)
         self.bits_per_dim = bool(bits_per_dim)
         super().__init__(**kwargs)
+        # one scalar ratio per sample: the single-step PPO settings replace DPPO's per-denoising-step ones
+        self._init_ppo(kwargs.get("clip_ploss_coef", 0.01), kwargs.get("clip_vloss_coef"),
+                       kwargs.get("norm_adv", True), log_prob_clamp)
         self.ode_steps = ode_grid(self.denoising_steps, float(sde_eps), float(sde_step_size), float(sde_min_beta),
                                   float(min_network_time), bool(round_network_time))
-        self._compile_ppo()
 
     # rollouts: DPPO's sampler, final sample stored -----------------------------------------------------
     def sample_for_rollout(self, cond: Cond, deterministic: bool) -> tf.Tensor:

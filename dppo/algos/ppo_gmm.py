@@ -14,23 +14,22 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPPO, load_single_step_policy
+from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPolicy, load_single_step_policy
 from dppo.policies.gmm import Cond, GMMModel
 
 
-class PPOGMM(SingleStepPPO, GMMModel):
+class PPOGMM(SingleStepPolicy, GMMModel):
     """GMM policy fine-tuned with PPO; ``network`` (= ``actor_ft``) is trained, ``actor`` is a frozen copy
     of the initial weights."""
 
     def __init__(self, actor: keras.layers.Layer, critic: keras.layers.Layer,
                  actor_ft: keras.layers.Layer | None = None, clip_ploss_coef: float = 0.01,
                  clip_vloss_coef: float | None = None, norm_adv: bool = True,
-                 log_prob_clamp: tuple[float, float] | None = LOG_PROB_CLAMP, grad_accumulate: int = 1,
-                 use_bc_loss: bool = False, bc_loss_coeff: float = 0.0, network_path: str | None = None,
-                 **kwargs: Any):
+                 log_prob_clamp: tuple[float, float] | None = LOG_PROB_CLAMP, use_bc_loss: bool = False,
+                 bc_loss_coeff: float = 0.0, network_path: str | None = None, **kwargs: Any):
         if use_bc_loss:
             raise NotImplementedError("model.use_bc_loss is not supported for GMM PPO (no config uses it)")
-        self._init_ppo(clip_ploss_coef, clip_vloss_coef, norm_adv, log_prob_clamp, grad_accumulate)
+        self._init_ppo(clip_ploss_coef, clip_vloss_coef, norm_adv, log_prob_clamp)
         self.critic = critic
         super().__init__(network=actor_ft if actor_ft is not None else actor, network_path=None, **kwargs)
         self.actor_ft = self.network
@@ -43,7 +42,6 @@ class PPOGMM(SingleStepPPO, GMMModel):
             for dst, src in zip(self.actor.weights, self.network.weights):
                 dst.assign(src)
             self.actor.trainable = False
-        self._compile_ppo()
 
     def sample_for_rollout(self, cond: Cond, deterministic: bool) -> tf.Tensor:
         return self.sample(cond, deterministic=deterministic)

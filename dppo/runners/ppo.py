@@ -1,8 +1,8 @@
 """On-policy fine-tuning loop (spec 2.6): rollout with the compiled sampler, GAE, compiled PPO update, logging,
 evaluation iterations, trajectory plots and exactly resumable checkpoints.
 
-The loop is policy-agnostic: the model provides ``act``, ``values``, ``values_and_log_probs``, ``update``,
-``trainable_actor_variables`` and ``critic`` (``PPODiffusion`` here; Gaussian/GMM PPO likewise).
+The loop is policy-agnostic: the model (``PPODiffusion``, Gaussian/GMM PPO, exact likelihood) acts and scores
+samples; the shared ``PPOLearner`` owns the optimizers and the compiled update; a ``PPOBatch`` crosses between.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dppo.algos.advantage import gae
+from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.data.normalization import Normalization
 from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
@@ -130,7 +131,8 @@ class TrainPPOAgent:
                                      name="actor_optimizer")
         self.critic_optimizer = AdamW(self.model.critic.trainable_variables, self.critic_scheduler.lr,
                                       float(t.get("critic_weight_decay", 0.0)), name="critic_optimizer")
-        self.model.set_optimizers(self.actor_optimizer, self.critic_optimizer)
+        self.learner = PPOLearner(self.model, self.actor_optimizer, self.critic_optimizer, self.seed,
+                                  int(t.get("grad_accumulate", 1) or 1))
         self.reward_scaler = RunningRewardScaler(self.n_envs) if t.get("reward_scale_running", True) else None
         self.itr = 0
         self.env_steps = 0
@@ -143,19 +145,19 @@ class TrainPPOAgent:
         """The fine-tuning model; the actor network is built twice (frozen base and trainable copy)."""
         model_cfg = cfg.model
         actor_ft = hydra.utils.instantiate(model_cfg.actor)
-        return hydra.utils.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed)
+        return hydra.utils.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed, reward_horizon=self.reward_horizon)
 
     # checkpoints -----------------------------------------------------------------------------------------
     def checkpoint_groups(self) -> dict[str, list]:
         return {"network": self.model.network.weights, "actor_ft": self.model.actor_ft.weights,
-                "critic": self.model.critic.weights, "optimizer/actor": self.actor_optimizer.state,
-                "optimizer/critic": self.critic_optimizer.state}
+                "critic": self.model.critic.weights, **self.learner.checkpoint_groups()}
 
     def save(self) -> Path:
         extra = {f"reward_scaler/{k}": v for k, v in (self.reward_scaler.state() if self.reward_scaler else {}).items()}
         return ckpt.save_checkpoint(
             ckpt.checkpoint_path(self.checkpoint_dir, self.itr), self.checkpoint_groups(),
             {"itr": self.itr, "env_steps": self.env_steps, **generator_states(self.model),
+             **generator_states(self.learner),
              "actor_scheduler_steps": self.actor_scheduler.steps, "critic_scheduler_steps": self.critic_scheduler.steps,
              "ft_denoising_steps": getattr(self.model, "ft_denoising_steps", 0),
              "np_rng": np.random.get_state()[1], **extra})
@@ -166,7 +168,8 @@ class TrainPPOAgent:
             return
         self.itr = int(ckpt.meta(state, "itr")) + 1
         self.env_steps = int(ckpt.meta(state, "env_steps"))
-        restore_generators(self.model, lambda key: ckpt.meta(state, key))
+        for holder in (self.model, self.learner):
+            restore_generators(holder, lambda key: ckpt.meta(state, key))
         self.actor_scheduler.steps = int(ckpt.meta(state, "actor_scheduler_steps"))
         self.critic_scheduler.steps = int(ckpt.meta(state, "critic_scheduler_steps"))
         np.random.set_state(("MT19937", ckpt.meta(state, "np_rng").astype(np.uint32), 0, 0, 0.0))
@@ -176,33 +179,32 @@ class TrainPPOAgent:
 
     # rollout ---------------------------------------------------------------------------------------------
     def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
-        value_fn = None if deterministic or not self.bootstrap_truncated else self.model.values
+        value_fn = None if deterministic or not self.bootstrap_truncated else self.learner.values
         return rollout(self.venv, lambda cond: self.model.act(cond, deterministic), obs, firsts0, self.n_steps,
                        self.act_steps, value_fn)
 
     # update ----------------------------------------------------------------------------------------------
-    def prepare_batch(self, ro: dict[str, Any]) -> dict[str, Any]:
+    def prepare_batch(self, ro: dict[str, Any]) -> PPOBatch:
         n_s, n_e = self.n_steps, self.n_envs
         flat = {k: v.reshape(n_s * n_e, *v.shape[2:]) for k, v in ro["obs"].items()}
         samples = ro["samples"].reshape(n_s * n_e, *ro["samples"].shape[2:])
         values, log_probs = [], []
         for start in range(0, n_s * n_e, self.logprob_batch_size):
             sl = slice(start, start + self.logprob_batch_size)
-            v, lp = self.model.values_and_log_probs(as_cond({k: x[sl] for k, x in flat.items()}),
-                                                    tf.constant(samples[sl]))
+            v, lp = self.learner.score(as_cond({k: x[sl] for k, x in flat.items()}), tf.constant(samples[sl]))
             values.append(v.numpy())
             log_probs.append(lp.numpy())
         values = np.concatenate(values).reshape(n_s, n_e)
         rewards = ro["rewards"]
         if self.reward_scaler is not None:
             rewards = self.reward_scaler(rewards, ro["firsts"][:-1])
-        next_value = self.model.values(as_cond(ro["last_obs"])).numpy()
+        next_value = self.learner.values(as_cond(ro["last_obs"])).numpy()
         adv, returns = gae(self.reward_scale_const * rewards, values, next_value, ro["terminated"].astype(np.float32),
                            self.gamma, self.gae_lambda,
                            ro["reset_after"] if self.bootstrap_truncated else None, ro["final_values"])
-        return {"cond": as_cond(flat), "samples": tf.constant(samples), "returns": tf.constant(returns.reshape(-1)),
-                "values": tf.constant(values.reshape(-1)), "advantages": tf.constant(adv.reshape(-1)),
-                "log_probs": tf.constant(np.concatenate(log_probs))}
+        return PPOBatch(as_cond(flat), tf.constant(samples), tf.constant(returns.reshape(-1), tf.float32),
+                        tf.constant(values.reshape(-1)), tf.constant(adv.reshape(-1), tf.float32),
+                        tf.constant(np.concatenate(log_probs)))
 
     # main loop -------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, float]]:
@@ -232,11 +234,11 @@ class TrainPPOAgent:
                 t1 = time.time()
                 batch = self.prepare_batch(ro)
                 train_actor = itr >= self.n_critic_warmup_itr
-                upd = self.model.update(batch, train_actor, self.batch_size, self.update_epochs, self.vf_coef,
-                                        self.ent_coef, self.target_kl, self.reward_horizon)
+                upd = self.learner.update(batch, train_actor, self.batch_size, self.update_epochs, self.vf_coef,
+                                          self.ent_coef, self.target_kl)
                 if not np.isfinite(upd["loss"]):
                     raise FloatingPointError(f"PPO loss is {upd['loss']} at iteration {itr}; lower train.actor_lr")
-                ret, val = batch["returns"].numpy(), batch["values"].numpy()
+                ret, val = batch.returns.numpy(), batch.values.numpy()
                 metrics.update({f"loss/{k}": v for k, v in upd.items()})
                 metrics["train/explained_variance"] = float(1 - np.var(ret - val) / max(np.var(ret), 1e-8))
                 metrics["time/update"] = time.time() - t1

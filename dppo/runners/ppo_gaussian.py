@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
+from dppo.algos.ppo import PPOBatch
 from dppo.nets.vit import RandomShiftsAug
 from dppo.runners.ppo import TrainPPOAgent
 from dppo.utils.seeding import tf_stream
@@ -27,7 +28,6 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
 
     def __init__(self, cfg: DictConfig):
         self.augment = bool(cfg.train.get("augment", False))
-        self.grad_accumulate = int(cfg.train.get("grad_accumulate", 1) or 1)
         super().__init__(cfg)
         # the model holds the augmentation stream, so checkpoints carry it and a resumed run draws the same shifts
         self.aug = RandomShiftsAug(pad=4, rng=self.model.augment_rng) if self.augment else None
@@ -35,8 +35,10 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
 
     def build_model(self, cfg: DictConfig) -> Any:
         actor_ft = hydra.utils.instantiate(cfg.model.actor)
-        extra = {"grad_accumulate": self.grad_accumulate} if self.grad_accumulate > 1 else {}
-        model = hydra.utils.instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed, **extra)
+        return self.with_augment_stream(hydra.utils.instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed))
+
+    def with_augment_stream(self, model: Any) -> Any:
+        """Give the model the augmentation stream, so checkpoints carry it and a resumed run draws the same shifts."""
         if self.augment:
             model.augment_rng = tf_stream(self.seed, "augment")
         return model
@@ -49,7 +51,7 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
                               for i in range(0, len(flat), AUGMENT_CHUNK)])
         return out.reshape(shape)
 
-    def prepare_batch(self, ro: dict[str, Any]) -> dict[str, Any]:
+    def prepare_batch(self, ro: dict[str, Any]) -> PPOBatch:
         if self.aug is not None and "rgb" in ro["obs"]:
             ro = {**ro, "obs": {**ro["obs"], "rgb": self.augment_frames(ro["obs"]["rgb"])}}
         return super().prepare_batch(ro)
@@ -59,14 +61,8 @@ TrainPPOImgGaussianAgent = TrainPPOGaussianAgent
 
 
 class TrainPPOImgDiffusionAgent(TrainPPOGaussianAgent):
-    """DPPO from pixels: every stored frame is random-shifted once per iteration (``train.augment``), as above.
-    ``train.grad_accumulate`` k is realised as minibatches of k x ``batch_size`` transitions: under Adam, one step
-    on summed gradients of k minibatches equals one step on their union up to the per-minibatch advantage
-    normalisation."""
-
-    def __init__(self, cfg: DictConfig):
-        super().__init__(cfg)
-        self.batch_size *= self.grad_accumulate
+    """DPPO from pixels: every stored frame is random-shifted once per iteration (``train.augment``), as above;
+    ``train.grad_accumulate`` sums the gradients of that many minibatches per optimizer step (the learner's)."""
 
     def build_model(self, cfg: DictConfig) -> Any:
-        return TrainPPOAgent.build_model(self, cfg)
+        return self.with_augment_stream(TrainPPOAgent.build_model(self, cfg))

@@ -1,0 +1,214 @@
+"""The PPO learner shared by every on-policy method: DPPO, its DDIM and pixel variants, exact likelihood, and
+Gaussian / GMM PPO. A method is a policy that implements four things:
+
+* ``act(cond, deterministic) -> (action, sample)``: the chunk sent to the env and what the update scores again
+  (a DPPO chain, or the action itself);
+* ``transition_log_probs(cond, sample, training) -> (log_probs (B, n), extras)``: one clamped log-probability per
+  transition of the sample (n = K' denoising transitions for DPPO, 1 for single-step policies); ``extras`` may hold
+  per-row "entropy" and "std" (B,) for the entropy bonus and the logs;
+* ``ppo_clip`` (n,) and ``ppo_weights`` (n,): the ratio clip and the advantage weight of each transition
+  (DPPO: the per-denoising-step clip schedule and gamma_denoising^(K'-1-k); single step: [clip] and [1]);
+* ``critic`` (V(s)), ``trainable_actor_variables()`` and the PPO options ``norm_adv``, ``clip_vloss_coef``,
+  ``clip_adv_quantiles``.
+
+A minibatch is ``batch_size`` env steps with all their transitions (the reference v0.5 unit of every shipped
+config): advantages are normalised over its env steps and the critic runs once per env step. All epochs run in
+one ``tf.function``, with the ``target_kl`` early stop and gradient accumulation inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import tensorflow as tf
+
+from dppo.utils.optim import AdamW
+from dppo.utils.seeding import tf_stream
+
+Cond = dict[str, tf.Tensor]
+TERMS = ("pg_loss", "v_loss", "entropy_loss", "approx_kl", "clipfrac", "ratio", "entropy", "std")
+
+
+class PPOBatch(NamedTuple):
+    """One iteration's data, N env steps: what crosses from the runner to the learner."""
+
+    cond: Cond  # {"state": (N, T_o, D_o)[, "rgb": ...]}
+    samples: tf.Tensor  # (N, ...) what ``act`` returned as sample
+    returns: tf.Tensor  # (N,)
+    values: tf.Tensor  # (N,) V(s) at rollout time
+    advantages: tf.Tensor  # (N,)
+    log_probs: tf.Tensor  # (N, n) at rollout time
+
+
+def gather_cond(cond: Cond, idx: tf.Tensor) -> Cond:
+    return {k: tf.gather(v, idx) for k, v in cond.items()}
+
+
+def normalize_advantages(adv: tf.Tensor) -> tf.Tensor:
+    """(A - mean) / (std + 1e-8) with the unbiased std (torch.Tensor.std)."""
+    n = tf.cast(tf.size(adv), adv.dtype)
+    mean = tf.reduce_mean(adv)
+    std = tf.sqrt(tf.reduce_sum(tf.square(adv - mean)) / tf.maximum(n - 1.0, 1.0))
+    return (adv - mean) / (std + 1e-8)
+
+
+def quantile(x: tf.Tensor, q: float) -> tf.Tensor:
+    """Linear-interpolation quantile of a 1-D tensor (torch.quantile's default)."""
+    s = tf.sort(x)
+    pos = q * tf.cast(tf.size(s) - 1, tf.float32)
+    lo = tf.cast(tf.floor(pos), tf.int32)
+    hi = tf.minimum(lo + 1, tf.size(s) - 1)
+    w = pos - tf.floor(pos)
+    return tf.gather(s, lo) * (1 - w) + tf.gather(s, hi) * w
+
+
+def ppo_terms(policy: Any, new_lp: tf.Tensor, old_lp: tf.Tensor, advantages: tf.Tensor, values: tf.Tensor,
+              returns: tf.Tensor, old_values: tf.Tensor, extras: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """PPO loss terms and diagnostics of one minibatch of B env steps.
+
+    ``new_lp``/``old_lp`` (B, n) clamped per-transition log-probs, ``advantages``/``values``/``returns``/
+    ``old_values`` (B,). The advantage of an env step is normalised over the B env steps, clipped to the
+    configured quantiles, then weighted per transition by ``policy.ppo_weights``; the ratio of transition k is
+    clipped at 1 +- ``policy.ppo_clip[k]``.
+    """
+    adv = normalize_advantages(advantages) if policy.norm_adv else advantages
+    lo_q, hi_q = policy.clip_adv_quantiles
+    if lo_q > 0.0 or hi_q < 1.0:
+        adv = tf.clip_by_value(adv, quantile(adv, lo_q), quantile(adv, hi_q))
+    adv = adv[:, None] * policy.ppo_weights[None, :]
+    clip = policy.ppo_clip[None, :]
+    log_ratio = new_lp - old_lp
+    ratio = tf.exp(log_ratio)
+    pg_loss = tf.reduce_mean(tf.maximum(-adv * ratio, -adv * tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip)))
+    if policy.clip_vloss_coef is None:
+        v_loss = 0.5 * tf.reduce_mean(tf.square(values - returns))
+    else:
+        c = policy.clip_vloss_coef
+        v_clipped = old_values + tf.clip_by_value(values - old_values, -c, c)
+        v_loss = 0.5 * tf.reduce_mean(tf.maximum(tf.square(values - returns), tf.square(v_clipped - returns)))
+    zero = tf.constant(0.0)
+    entropy = tf.reduce_mean(extras["entropy"]) if "entropy" in extras else zero
+    return {
+        "pg_loss": pg_loss, "v_loss": v_loss, "entropy_loss": -entropy,
+        "approx_kl": tf.stop_gradient(tf.reduce_mean((ratio - 1.0) - log_ratio)),
+        "clipfrac": tf.stop_gradient(tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > clip, tf.float32))),
+        "ratio": tf.stop_gradient(tf.reduce_mean(ratio)),
+        "entropy": tf.stop_gradient(entropy),
+        "std": tf.stop_gradient(tf.reduce_mean(extras["std"])) if "std" in extras else zero,
+    }
+
+
+class PPOLearner(tf.Module):
+    """Owns the optimizers and the compiled update of a policy (see the module docstring)."""
+
+    def __init__(self, policy: Any, actor_optimizer: AdamW, critic_optimizer: AdamW, seed: int,
+                 grad_accumulate: int = 1):
+        super().__init__(name="ppo_learner")
+        self.policy = policy
+        self.actor_optimizer, self.critic_optimizer = actor_optimizer, critic_optimizer
+        self.grad_accumulate = max(1, int(grad_accumulate))
+        self.shuffle_rng = tf_stream(seed, "shuffle")  # minibatch order
+        self._acc = None
+        if self.grad_accumulate > 1:
+            self._acc = [tf.Variable(tf.zeros_like(v), trainable=False)
+                         for v in [*policy.trainable_actor_variables(), *policy.critic.trainable_variables]]
+        # straight-line code needs no AutoGraph (it costs tracing time); the update loops do
+        self._score = tf.function(self._score_graph, autograph=False)
+        self._values = tf.function(lambda cond: self.policy.critic(cond), reduce_retracing=True, autograph=False)
+        self._update = tf.function(self._update_graph)
+
+    @classmethod
+    def from_config(cls, policy: Any, train: Any, seed: int) -> PPOLearner:
+        """Optimizers from the ``train`` block: actor_lr/critic_lr, weight decays, max_grad_norm, grad_accumulate."""
+        actor = AdamW(policy.trainable_actor_variables(), float(train.actor_lr),
+                      float(train.get("actor_weight_decay", 0.0)), max_grad_norm=train.get("max_grad_norm"),
+                      name="actor_optimizer")
+        critic = AdamW(policy.critic.trainable_variables, float(train.critic_lr),
+                       float(train.get("critic_weight_decay", 0.0)), name="critic_optimizer")
+        return cls(policy, actor, critic, seed, int(train.get("grad_accumulate", 1) or 1))
+
+    # scoring ---------------------------------------------------------------------------------------------
+    def _score_graph(self, cond: Cond, samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        log_probs, _ = self.policy.transition_log_probs(cond, samples, training=False)
+        return self.policy.critic(cond), log_probs
+
+    def score(self, cond: Cond, samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """V(s) (B,) and the clamped per-transition log-probs (B, n) of stored samples under the current policy."""
+        return self._score(cond, samples)
+
+    def values(self, cond: Cond) -> tf.Tensor:
+        return self._values(cond)
+
+    def loss(self, cond: Cond, samples: tf.Tensor, returns: tf.Tensor, old_values: tf.Tensor,
+             advantages: tf.Tensor, old_log_probs: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Loss terms of one minibatch (B env steps)."""
+        new_lp, extras = self.policy.transition_log_probs(cond, samples, training=True)
+        values = self.policy.critic(cond, training=True)
+        return ppo_terms(self.policy, new_lp, old_log_probs, advantages, values, returns, old_values, extras)
+
+    # update ----------------------------------------------------------------------------------------------
+    def update(self, batch: PPOBatch, train_actor: bool, batch_size: int, update_epochs: int, vf_coef: float,
+               ent_coef: float, target_kl: float | None) -> dict[str, float]:
+        """All epochs of minibatch updates over the iteration's env steps."""
+        out = self._update(batch, tf.constant(bool(train_actor)), batch_size=int(batch_size),
+                           update_epochs=int(update_epochs), vf_coef=float(vf_coef), ent_coef=float(ent_coef),
+                           target_kl=float(target_kl) if target_kl is not None else float("inf"))
+        return {k: float(v) for k, v in out.items()}
+
+    def _apply(self, grads: list, n_actor: int, train_actor: tf.Tensor) -> None:
+        if train_actor:
+            self.actor_optimizer.apply(grads[:n_actor])
+        self.critic_optimizer.apply(grads[n_actor:])
+
+    def _update_graph(self, batch: PPOBatch, train_actor, batch_size, update_epochs, vf_coef, ent_coef, target_kl):
+        n = tf.shape(batch.returns)[0]
+        n_batch = tf.maximum(1, n // batch_size)  # the remainder of a shuffled epoch is dropped, as in the reference
+        actor_vars = self.policy.trainable_actor_variables()
+        vars_ = [*actor_vars, *self.policy.critic.trainable_variables]
+        n_actor = len(actor_vars)
+        per_sample = tf.cast(tf.size(self.policy.ppo_clip), tf.float32)
+        zero = tf.constant(0.0)
+        last = {key: zero for key in ("loss", *TERMS, "minibatch_transitions")}
+        clipfrac_sum, n_done, stop = zero, zero, tf.constant(False)
+        count = tf.constant(0)
+        for _ in tf.range(update_epochs):
+            perm = tf.argsort(self.shuffle_rng.uniform((n,)))
+            for b in tf.range(n_batch):
+                i = perm[b * batch_size:(b + 1) * batch_size]
+                with tf.GradientTape() as tape:
+                    terms = self.loss(gather_cond(batch.cond, i), tf.gather(batch.samples, i),
+                                      tf.gather(batch.returns, i), tf.gather(batch.values, i),
+                                      tf.gather(batch.advantages, i), tf.gather(batch.log_probs, i))
+                    loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
+                grads = tape.gradient(loss, vars_)
+                grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+                last = {"loss": loss, **{key: terms[key] for key in TERMS},
+                        "minibatch_transitions": tf.cast(tf.size(i), tf.float32) * per_sample}
+                clipfrac_sum += terms["clipfrac"]
+                n_done += 1.0
+                count += 1
+                if self._acc is None:
+                    self._apply(grads, n_actor, train_actor)
+                    if terms["approx_kl"] > target_kl:
+                        stop = tf.constant(True)
+                        break
+                else:  # sum gradients; step (and check the KL) every grad_accumulate minibatches, as the reference
+                    for acc, g in zip(self._acc, grads):
+                        acc.assign_add(g)
+                    if count % self.grad_accumulate == 0:
+                        self._apply([tf.identity(acc) for acc in self._acc], n_actor, train_actor)
+                        for acc in self._acc:
+                            acc.assign(tf.zeros_like(acc))
+                        if train_actor and terms["approx_kl"] > target_kl:
+                            stop = tf.constant(True)
+                            break
+            if stop:
+                break
+        if self._acc is not None:  # a partial accumulation is dropped, as the reference does
+            for acc in self._acc:
+                acc.assign(tf.zeros_like(acc))
+        return {**last, "clipfrac": clipfrac_sum / n_done, "n_minibatches": n_done}
+
+    # checkpoints -----------------------------------------------------------------------------------------
+    def checkpoint_groups(self) -> dict[str, list]:
+        return {"optimizer/actor": self.actor_optimizer.state, "optimizer/critic": self.critic_optimizer.state}
