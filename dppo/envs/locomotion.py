@@ -32,6 +32,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from dppo.envs import tasks
+
 ROBOTS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
 OBS_DIMS = {"hopper": 11, "walker2d": 17, "halfcheetah": 17}
 ACTION_DIMS = {"hopper": 3, "walker2d": 6, "halfcheetah": 6}
@@ -66,3 +68,7 @@ def make_locomotion_env(name: str, max_episode_steps: int = MAX_EPISODE_STEPS, *
     for key in _IGNORED_KWARGS:
         kwargs.pop(key, None)
     return gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs)
+
+
+# the reference's locomotion robots; those without a port here (ant, humanoid) get robot_of's clear error
+tasks.register((*ROBOTS, "ant", "humanoid"), make_env=make_locomotion_env)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dppo.envs import tasks
 from dppo.envs.video import RenderServer, StateVideo
 
 try:  # gymnasium is a core dependency; the import guard only keeps error messages clear
@@ -338,3 +339,6 @@ def make_robosuite_env(task: str | dict, use_image: bool | None = None, cameras:
     if use_image:
         return env_cls(key, cameras=cameras, image_size=image_size, seed=seed, **kw)
     return env_cls(key, cameras=cameras, image_size=image_size, seed=seed, use_image=False, **kw)
+
+
+tasks.register(tuple(TASKS), make_env=make_robosuite_env)
