@@ -15,16 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dppo.policies.diffusion import Cond, DiffusionModel
+from dppo.policies.diffusion import DiffusionModel
+from dppo.policies.distributions import normal_log_prob
+from dppo.utils.cond import Cond, gather_cond
 from dppo.utils.optim import AdamW
 from dppo.utils.seeding import tf_stream
-
-LOG_2PI = float(np.log(2 * np.pi))
-
-
-def normal_log_prob(x: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
-    """Elementwise log N(x; mean, std^2)."""
-    return -0.5 * tf.square((x - mean) / std) - tf.math.log(std) - 0.5 * LOG_2PI
 
 
 def clip_coefficients(k: tf.Tensor, n: int, clip: float, base: float, rate: float) -> tf.Tensor:
@@ -40,10 +35,6 @@ class EtaFixed:
 
     def __init__(self, base_eta: float = 1.0, **_: Any):
         self.base_eta = float(base_eta)
-
-
-def gather_cond(cond: Cond, idx: tf.Tensor) -> Cond:
-    return {k: tf.gather(v, idx) for k, v in cond.items()}
 
 
 class PPODiffusion(DiffusionModel):

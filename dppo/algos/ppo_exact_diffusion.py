@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from dppo.algos.ppo_diffusion import PPODiffusion
 from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPPO
-from dppo.policies.diffusion import Cond
 from dppo.policies.schedule import cosine_beta_schedule
+from dppo.utils.cond import Cond
 
 
 def ode_grid(denoising_steps: int, eps: float, step_size: float, min_beta: float, min_network_time: float = 0.0,

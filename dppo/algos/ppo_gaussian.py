@@ -18,16 +18,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dppo.policies.gaussian import Cond, GaussianModel
+from dppo.policies.gaussian import GaussianModel
 from dppo.utils import checkpoint as ckpt
+from dppo.utils.cond import Cond, gather_cond
 from dppo.utils.optim import AdamW
 from dppo.utils.seeding import tf_stream
 
 LOG_PROB_CLAMP = (-5.0, 2.0)
-
-
-def gather_cond(cond: Cond, idx: tf.Tensor) -> Cond:
-    return {k: tf.gather(v, idx) for k, v in cond.items()}
 
 
 def normalize_advantages(adv: tf.Tensor) -> tf.Tensor:

@@ -15,7 +15,8 @@ import keras
 import tensorflow as tf
 
 from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPPO, load_single_step_policy
-from dppo.policies.gmm import Cond, GMMModel
+from dppo.policies.gmm import GMMModel
+from dppo.utils.cond import Cond
 
 
 class PPOGMM(SingleStepPPO, GMMModel):

@@ -30,11 +30,9 @@ import tensorflow as tf
 
 from dppo.nets.critics import CriticObsAct
 from dppo.nets.mlp import MLP, Linear
+from dppo.policies.distributions import LOG_2PI, TANH_EPS
 from dppo.utils.optim import AdamW
 from dppo.utils.seeding import tf_stream
-
-LOG_2PI = math.log(2.0 * math.pi)
-TANH_EPS = 1e-6
 
 
 class TanhGaussianActor(keras.layers.Layer):

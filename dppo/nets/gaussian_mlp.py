@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from dppo.nets.mlp import MLP, LazyBuild, make_mlp
 from dppo.nets.vit import VisionCondEncoder
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class GaussianStd:

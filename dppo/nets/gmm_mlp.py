@@ -10,8 +10,7 @@ import tensorflow as tf
 
 from dppo.nets.gaussian_mlp import GaussianStd
 from dppo.nets.mlp import LazyBuild, make_mlp
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class GMM_MLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801 (the reference's class name)

@@ -15,8 +15,7 @@ import tensorflow as tf
 from dppo.nets.gaussian_mlp import GaussianStd
 from dppo.nets.mlp import LazyBuild, Linear, mish
 from dppo.nets.vit import multi_head_attention, vit_dense
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class Attention(LazyBuild, keras.layers.Layer):

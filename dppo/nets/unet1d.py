@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from dppo.nets.embeddings import SinusoidalPosEmb
 from dppo.nets.mlp import LazyBuild, Linear, ResidualMLP, activation, mish
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 def _torch_uniform(fan_in: int) -> keras.initializers.Initializer:

@@ -10,8 +10,7 @@ import tensorflow as tf
 from dppo.nets.embeddings import SinusoidalPosEmb
 from dppo.nets.mlp import LazyBuild, Linear, make_mlp, mish
 from dppo.nets.vit import VisionCondEncoder
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class VisionDiffusionMLP(LazyBuild, keras.layers.Layer):

@@ -16,9 +16,8 @@ import keras
 import tensorflow as tf
 
 from dppo.nets.mlp import LazyBuild, Linear
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
-
-Cond = dict[str, tf.Tensor]
 
 
 def _dim(x: tf.Tensor, axis: int) -> int | tf.Tensor:

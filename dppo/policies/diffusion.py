@@ -13,9 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.policies.schedule import DiffusionSchedule
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
-
-Cond = dict[str, tf.Tensor]
 
 
 class DiffusionModel(tf.Module):

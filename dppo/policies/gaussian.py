@@ -14,9 +14,9 @@ import keras
 import tensorflow as tf
 
 from dppo.policies import distributions as dist
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
 
-Cond = dict[str, tf.Tensor]
 DETERMINISTIC_STD = 1e-4  # the reference's std for deterministic (evaluation) draws
 
 

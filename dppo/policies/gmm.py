@@ -10,9 +10,8 @@ import tensorflow as tf
 
 from dppo.policies import distributions as dist
 from dppo.policies.gaussian import DETERMINISTIC_STD, infer_dims, load_network_weights
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
-
-Cond = dict[str, tf.Tensor]
 
 
 class GMMModel(tf.Module):

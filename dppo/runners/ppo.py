@@ -26,7 +26,7 @@ from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
 from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger, save_config
+from dppo.utils.logging import MetricLogger, save_config, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
@@ -210,7 +210,7 @@ class TrainPPOAgent:
 
     # main loop -------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, float]]:
-        logger = MetricLogger(self.logdir, _wandb_cfg(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
+        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
         if self.itr:
             logger.truncate(self.itr - 1)
         start = time.time()
@@ -283,8 +283,3 @@ class TrainPPOAgent:
 
 
 TrainPPODiffusionAgent = TrainPPOAgent
-
-
-def _wandb_cfg(cfg: DictConfig) -> dict | None:
-    w = cfg.get("wandb")
-    return OmegaConf.to_container(w, resolve=True) if w else None

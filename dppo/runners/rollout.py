@@ -10,8 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.data.normalization import Normalization
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 def as_cond(obs: dict[str, np.ndarray]) -> Cond:
