@@ -1,4 +1,4 @@
-"""Scripted Avoid demonstrator and the M1/M2/M3 datasets (spec avoid-task.md sections 10 and 13)."""
+"""Scripted Avoid demonstrator and the M1/M2/M3 datasets."""
 
 import numpy as np
 import pytest

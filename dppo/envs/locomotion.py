@@ -1,7 +1,7 @@
-"""Gym locomotion tasks (spec 4.3): the reference's d4rl names mapped to gymnasium's MuJoCo v5 envs.
+"""Gym locomotion tasks: the reference's d4rl names mapped to gymnasium's MuJoCo v5 envs.
 
 The reference builds ``hopper-medium-v2`` etc. through ``d4rl.gym_mujoco`` (gym 0.22, mujoco-py, MuJoCo 2.1),
-none of which installs here (spec stack.md 4, 6). The same robots are gymnasium's ``Hopper-v5``,
+none of which installs here. The same robots are gymnasium's ``Hopper-v5``,
 ``Walker2d-v5`` and ``HalfCheetah-v5`` (MuJoCo >= 2.3.3 bindings). The dataset part of a name ("medium",
 "medium-replay", "expert", ...) only selects data in the reference; every variant runs the same env.
 

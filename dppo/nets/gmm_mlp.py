@@ -1,4 +1,4 @@
-"""GMM policy head (spec 3.1): three (Residual)MLPs on the flattened state for the mode means, the
+"""GMM policy head (the reference's GMM_MLP): three (Residual)MLPs on the flattened state for the mode means, the
 log-variances (or a fixed / learned-fixed std per mode) and the mixture logits."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Transformer policy heads (spec 3.1): ``Gaussian_Transformer`` and ``GMM_Transformer``.
+"""Transformer policy heads: ``Gaussian_Transformer`` and ``GMM_Transformer``.
 
 One conditioning token (Linear(cond) + learned position) goes through an "encoder" (Linear-Mish-Linear,
 or ``n_cond_layers`` pre-LN self-attention layers) and is the memory of a pre-LN transformer decoder whose

@@ -1,4 +1,4 @@
-"""VisionDiffusionMLP (spec 1.9): eps_theta(x_t, t, {state, rgb}) with a ViT image encoder."""
+"""VisionDiffusionMLP: eps_theta(x_t, t, {state, rgb}) with a ViT image encoder."""
 
 from __future__ import annotations
 

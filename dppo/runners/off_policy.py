@@ -1,4 +1,4 @@
-"""Off-policy fine-tuning runners: a replay buffer and the SAC loop (spec 3.8, 7.1; reference
+"""Off-policy fine-tuning runners: a replay buffer and the SAC loop (reference
 ``agent/finetune/train_sac_agent.py``).
 
 One iteration = ``train.n_steps`` (1) vector steps of ``env.n_envs`` (1) envs, then the updates due at

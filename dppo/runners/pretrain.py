@@ -1,4 +1,4 @@
-"""Pre-training from demonstrations (spec 1.11-1.13): AdamW, per-epoch cosine schedule, EMA, checkpoints.
+"""Pre-training from demonstrations: AdamW, per-epoch cosine schedule, EMA, checkpoints.
 
 Works for any policy model exposing ``network`` (a Keras layer) and ``loss(actions, cond, net=...)``:
 diffusion, Gaussian and GMM policies alike.
