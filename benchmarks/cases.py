@@ -326,7 +326,7 @@ def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
     timed per phase: rollout (incl. resets), prep (old values/log-probs, reward scaling, GAE), update, logging
     (episode stats, trajectory plots where configured, schedulers, TensorBoard/CSV)."""
     from dppo.runners.episodes import episode_stats
-    from dppo.runners.rollout import raw_paths
+    from dppo.runners.rollout import full_states, raw_paths
     from dppo.utils.logging import MetricLogger
     logger = MetricLogger(agent.logdir)
     obs, done = None, np.ones(agent.n_envs, np.float32)
@@ -349,13 +349,14 @@ def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
         t3 = time.perf_counter()
         stats = episode_stats(ro["rewards"], ro["firsts"], agent.act_steps, agent.success_threshold)
         agent.last_trajectories = raw_paths(ro, agent.normalization)
+        agent.last_states = full_states(ro)
         metrics = {**{f"train/{k}": v for k, v in stats.items()}, **{f"loss/{k}": v for k, v in upd.items()}}
         if train_actor:
             agent.actor_scheduler.step()
             agent.actor_optimizer.set_lr(agent.actor_scheduler.lr)
         agent.critic_scheduler.step()
         agent.critic_optimizer.set_lr(agent.critic_scheduler.lr)
-        if agent.render_freq and itr % agent.render_freq == 0 and agent.last_trajectories:
+        if agent.plot_due(itr):
             agent.plot(itr)
         logger.log(itr, metrics)
         t4 = time.perf_counter()

@@ -12,9 +12,9 @@ import importlib
 import sys
 
 DATA_MAKERS = {
-    "avoid": "dppo.data.demos.avoid",
-    "robomimic": "dppo.data.demos.robosuite",
-    "gym": "dppo.data.demos.locomotion",
+    "avoid": "dppo.datagen.avoid",
+    "robomimic": "dppo.datagen.robosuite",
+    "gym": "dppo.datagen.locomotion",
 }
 
 

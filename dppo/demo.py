@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"[1/5] Avoid demonstrations -> {data}", flush=True)
     if not (data / "avoid_m2" / "train.npz").is_file():
-        from dppo.data.demos.avoid import cli as make_avoid
+        from dppo.datagen.avoid import cli as make_avoid
         make_avoid(["--out", str(data), "--seed", "0"])
 
     print(f"[2/5] pre-training a diffusion policy on M2 ({args.pretrain_epochs} epochs)", flush=True)

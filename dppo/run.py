@@ -53,6 +53,7 @@ REFERENCE_TARGETS = {
     "model.common.vit.VitEncoder": "dppo.nets.vit.VitEncoder",
     "model.common.critic.ViTCritic": "dppo.nets.critics.ViTCritic",
     "agent.dataset.sequence.StitchedSequenceDataset": "dppo.data.sequence.StitchedSequenceDataset",
+    "env.plot_traj.TrajPlotter": "dppo.viz.trajectories.TrajPlotter",
 }
 
 

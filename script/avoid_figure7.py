@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["DPPO_DATA_DIR"] = str(data.parent)
     if not args.plot_only:
         if not (data / "avoid_m1" / "train.npz").is_file():
-            from dppo.data.demos.avoid import cli as make_avoid
+            from dppo.datagen.avoid import cli as make_avoid
             make_avoid(["--out", str(data), "--seed", "0"])
         for task in args.tasks:
             for family in args.families:

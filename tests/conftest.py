@@ -39,7 +39,7 @@ def two_mode_dataset(tmp_path):
 
 @pytest.fixture
 def avoid_norm(tmp_path):
-    """The Avoid M2 normalisation file (spec vectors) in tmp_path; returns its path."""
+    """The Avoid M2 normalisation file (DPPO's released values) in tmp_path; returns its path."""
     path = tmp_path / "normalization.npz"
     Normalization(np.array([0, -0.27974, 0, -0.28194], np.float32),
                   np.array([0.6033, 0.47532, 0.60578, 0.47726], np.float32),

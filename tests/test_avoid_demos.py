@@ -1,9 +1,11 @@
-"""Scripted Avoid demonstrator and the M1/M2/M3 datasets (spec avoid-task.md sections 10 and 13)."""
+"""Scripted Avoid demonstrator and the M1/M2/M3 datasets."""
 
 import numpy as np
 import pytest
 
-from dppo.data.demos.avoid import (
+from dppo.data.normalization import Normalization, unnormalize
+from dppo.data.npz import load_npz
+from dppo.datagen.avoid import (
     DEAD_ZONE,
     M_SETS,
     MAX_STEP,
@@ -15,8 +17,6 @@ from dppo.data.demos.avoid import (
     smoothstep_path,
     write_avoid_datasets,
 )
-from dppo.data.normalization import Normalization, unnormalize
-from dppo.data.npz import load_npz
 from dppo.envs.avoid import START_XY, AvoidBatch, clearance, filter_label, label_modes
 
 M_COMBOS = [(1, 2, 5), (1, 2, 6), (1, 2, 7), (1, 2, 8)]

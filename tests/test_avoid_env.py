@@ -1,4 +1,4 @@
-"""D3IL Avoid env: geometry, reward timing, mode labels, quirks, registration (spec avoid-task.md)."""
+"""D3IL Avoid env: geometry, reward timing, mode labels, quirks, registration."""
 
 import gymnasium as gym
 import numpy as np
@@ -23,8 +23,8 @@ from dppo.envs.avoid import (
     register_envs,
 )
 
-# spec section 7: M-set obs min/max and the normalised initial observation
-SPEC_NORM = {
+# DPPO's M-set obs min/max and the normalised initial observation
+REFERENCE_NORM = {
     "m1": ([0, -0.27974, 0, -0.28194], [0.59942, 0.47532, 0.60219, 0.46474], [0.75145, -0.99999, 0.74340, -0.99410]),
     "m2": ([0, -0.27974, 0, -0.28194], [0.60330, 0.47532, 0.60578, 0.47726], [0.74019, -0.99999, 0.73306, -0.99420]),
     "m3": ([0, -0.27974, 0, -0.28194], [0.82192, 0.47532, 0.75607, 0.47134], [0.27732, -0.99999, 0.38857, -0.99415]),
@@ -49,12 +49,12 @@ def _run(env, waypoints, n_idle):
     return np.array(rewards), obs, np.array(tcp), info
 
 
-def test_reset_observation_and_spec_normalised_vectors():
+def test_reset_observation_and_reference_normalised_vectors():
     env = AvoidEnv()
     obs, info = env.reset(seed=123)
     assert obs.dtype == np.float32 and obs.shape == (4,)
     np.testing.assert_allclose(obs, [0.524928, -0.279737, 0.524928, -0.279737], atol=1e-7)
-    for lo, hi, expected in SPEC_NORM.values():
+    for lo, hi, expected in REFERENCE_NORM.values():
         np.testing.assert_allclose(normalize(obs.astype(np.float64), np.array(lo), np.array(hi)), expected,
                                    atol=2e-5)
     assert not info["mode_bits"].any() and not info["collided"] and not info["reached_goal"]

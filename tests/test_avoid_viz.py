@@ -62,6 +62,13 @@ def test_grid_and_trajplotter(tmp_path):
     plotter = TrajPlotter(env_type="avoid", normalization_path=str(tmp_path / "normalization.npz"), seed=0)
     out = plotter(obs_full_trajs=obs, n_render=3, max_episode_steps=100, render_dir=tmp_path, itr=7)
     assert out == tmp_path / "traj-7.png" and _png_size(out)[2] > 5000
+    # without a seed the envs are drawn per itr: the same figure again for the same itr; a label names the file
+    again = TrajPlotter(env_type="avoid", normalization_path=str(tmp_path / "normalization.npz"))
+    a = again(obs_full_trajs=obs, n_render=3, max_episode_steps=100, render_dir=tmp_path / "a", itr=3).read_bytes()
+    b = again(obs_full_trajs=obs, n_render=3, max_episode_steps=100, render_dir=tmp_path / "b", itr=3).read_bytes()
+    assert a == b
+    out = again(obs_full_trajs=obs, n_render=2, max_episode_steps=100, render_dir=tmp_path, itr="eval", title="x")
+    assert out == tmp_path / "traj-eval.png"
     assert TrajPlotter(env_type="toy")(obs_full_trajs=obs, n_render=1, max_episode_steps=100,
                                        render_dir=tmp_path, itr=0) is None
 

@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from dppo.data.convert import convert_d4rl_hdf5, convert_minari, convert_reference_npz
 from dppo.data.normalization import Normalization
 from dppo.data.npz import DatasetError, load_npz
 from dppo.data.sequence import StitchedSequenceDataset
+from dppo.datagen.convert import convert_d4rl_hdf5, convert_minari, convert_reference_npz
 
 
 def d4rl_arrays(seed=0):
@@ -119,8 +119,9 @@ def test_convert_reference_npz(tmp_path):
 
 
 def test_from_shipped_copies_the_data_set(tmp_path, monkeypatch):
-    from dppo.data.demos import locomotion
+    from dppo.datagen import locomotion
 
+    assert (locomotion.SHIPPED_DIR / "hopper-medium-v2" / "train.npz").is_file()  # the repository's data_shipped/
     shipped = tmp_path / "shipped"
     (shipped / "hopper-medium-v2").mkdir(parents=True)
     for name in ("train.npz", "normalization.npz", "README.md"):

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dppo.data.convert import convert_robomimic_hdf5
 from dppo.data.normalization import Normalization
 from dppo.data.npz import load_npz
+from dppo.datagen.convert import convert_robomimic_hdf5
 
 LENGTHS = {"demo_0": 5, "demo_1": 3, "demo_2": 4, "demo_10": 6}  # demo_10 must come last, not third
 

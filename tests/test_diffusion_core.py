@@ -12,7 +12,7 @@ from dppo.policies.diffusion import DiffusionModel
 from dppo.policies.schedule import DiffusionSchedule, ddim_timesteps
 
 
-def test_cosine_schedule_matches_spec_vectors_k20():
+def test_cosine_schedule_matches_reference_values_k20():
     s = DiffusionSchedule(20)
     np.testing.assert_allclose(s.betas[:5], [0.007993, 0.020075, 0.032254, 0.044681, 0.05752], atol=2e-6)
     np.testing.assert_allclose(s.betas[-4:], [0.429434, 0.551024, 0.748476, 0.999], atol=2e-6)
@@ -23,7 +23,7 @@ def test_cosine_schedule_matches_spec_vectors_k20():
     assert s.posterior_std[19] == pytest.approx(0.99647, abs=1e-5)
 
 
-def test_cosine_schedule_matches_spec_vectors_k100_and_ddim_grid():
+def test_cosine_schedule_matches_reference_values_k100_and_ddim_grid():
     s = DiffusionSchedule(100, ddim_steps=5)
     assert s.betas[0] == pytest.approx(6.313e-4, rel=1e-3) and s.betas[99] == pytest.approx(0.999)
     np.testing.assert_allclose(s.alphas_cumprod[[0, 20, 40, 60, 80]],

@@ -60,7 +60,7 @@ def test_tanh_normal_log_prob_matches_change_of_variables():
     u, mean = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 3))
     std = RNG.uniform(0.3, 1.2, size=(6, 3))
     a = np.tanh(u)
-    reference = (stats.norm.logpdf(u, mean, std) - np.log(1 - a**2 + 1e-6)).sum(-1)  # spec 3.8, with its eps
+    reference = (stats.norm.logpdf(u, mean, std) - np.log(1 - a**2 + 1e-6)).sum(-1)  # the reference's, with its eps
     exact = (stats.norm.logpdf(u, mean, std) - np.log(1 - a**2)).sum(-1)  # density of tanh(u), no eps
     got = dist.tanh_normal_log_prob(*(tf.constant(v, tf.float32) for v in (u, mean, std)))
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-4)

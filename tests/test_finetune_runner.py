@@ -67,9 +67,16 @@ def avoid_cfg(logdir, norm, **over):
     return cfg
 
 
+def avoid_plotter(norm):
+    return {"_target_": "dppo.viz.trajectories.TrajPlotter", "env_type": "avoid", "normalization_path": norm}
+
+
 def test_resume_reproduces_the_next_iteration_exactly(tmp_path, avoid_norm):
-    full = TrainPPODiffusionAgent(avoid_cfg(tmp_path / "a", avoid_norm, **{"train.n_train_itr": 2}))
+    # render asked for, but no train.plotter: no trajectory figure
+    full = TrainPPODiffusionAgent(avoid_cfg(tmp_path / "a", avoid_norm, **{"train.n_train_itr": 2,
+                                                                          "train.render": {"freq": 1, "num": 2}}))
     history = full.run()
+    assert full.plotter is None and not (tmp_path / "a" / "render").exists()
     # a second run stops after iteration 0, then resumes from its checkpoint and runs iteration 1
     cfg = avoid_cfg(tmp_path / "b", avoid_norm, **{"train.n_train_itr": 1})
     TrainPPODiffusionAgent(cfg).run()
@@ -84,12 +91,14 @@ def test_resume_reproduces_the_next_iteration_exactly(tmp_path, avoid_norm):
 
 
 def test_eval_uses_the_fine_tuned_weights(tmp_path, avoid_norm):
-    agent = TrainPPODiffusionAgent(avoid_cfg(tmp_path / "ft", avoid_norm, **{"train.n_train_itr": 1}))
+    agent = TrainPPODiffusionAgent(avoid_cfg(tmp_path / "ft", avoid_norm, **{
+        "train.n_train_itr": 1, "train.render": {"freq": 1, "num": 2}, "train.plotter": avoid_plotter(avoid_norm)}))
     agent.run()
+    assert (tmp_path / "ft" / "render" / "traj-0.png").stat().st_size > 0  # train.plotter, every render.freq
     cfg = avoid_cfg(tmp_path / "ev", avoid_norm)
     eval_cfg = OmegaConf.create({
         "logdir": str(tmp_path / "ev"), "seed": 0, "n_steps": 5, "act_steps": 2, "render_num": 2,
-        "normalization_path": avoid_norm, "env": cfg.env,
+        "normalization_path": avoid_norm, "env": cfg.env, "plotter": avoid_plotter(avoid_norm),
         "base_policy_path": str(tmp_path / "ft" / "checkpoint" / "state_0.npz"),
         "model": {"_target_": "dppo.policies.diffusion.DiffusionModel", "network": cfg.model.actor,
                   "horizon_steps": 2, "obs_dim": 4, "action_dim": 2, "denoising_steps": 4}})
@@ -99,6 +108,8 @@ def test_eval_uses_the_fine_tuned_weights(tmp_path, avoid_norm):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     result = ev.run()
     assert result["num_episode"] == 4 and (tmp_path / "ev" / "result.npz").is_file()
+    # the Avoid task's registered path summary (row-3 gap frequencies sum to 1)
+    assert sum(result[k] for k in ("mode5", "mode6", "mode7", "mode8", "mode_none")) == pytest.approx(1.0)
     assert (tmp_path / "ev" / "render" / "traj-eval.png").stat().st_size > 0
 
 

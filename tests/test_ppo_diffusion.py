@@ -17,7 +17,7 @@ def make_model(k=5, kp=3, **kw):
                         horizon_steps=2, obs_dim=3, action_dim=2, denoising_steps=k, seed=1, **kw)
 
 
-def test_clip_coefficients_match_the_spec_vector():
+def test_clip_coefficients_match_the_reference_values():
     got = clip_coefficients(tf.range(10), 10, 0.01, 0.001, 3.0).numpy()
     want = [0.001, 0.001187, 0.001447, 0.00181, 0.002317, 0.003025, 0.004013, 0.005391, 0.007315, 0.01]
     np.testing.assert_allclose(got, want, atol=2e-6)

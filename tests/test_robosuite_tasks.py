@@ -6,9 +6,9 @@ import pytest
 
 robosuite = pytest.importorskip("robosuite", reason="robosuite (extra 'robomimic') is not installed")
 
-from dppo.data.demos.robosuite import collect, down, gripper_yaw, rotvec, run_episode  # noqa: E402
 from dppo.data.normalization import Normalization  # noqa: E402
 from dppo.data.npz import load_npz, write_dataset  # noqa: E402
+from dppo.datagen.robosuite import collect, down, gripper_yaw, rotvec, run_episode  # noqa: E402
 from dppo.envs.robosuite_tasks import (  # noqa: E402
     LOW_DIM_KEYS,
     OBS_DIMS,

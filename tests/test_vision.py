@@ -9,10 +9,10 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from dppo.data.demos.avoid import write_avoid_image_dataset
 from dppo.data.normalization import Normalization, unnormalize
 from dppo.data.npz import load_npz, write_dataset
 from dppo.data.sequence import StitchedSequenceDataset
+from dppo.datagen.avoid import write_avoid_image_dataset
 from dppo.envs.avoid import PILLAR_XY, START_XY, paths_with_tcp, summarize_paths
 from dppo.envs.factory import make_env, make_from_config, make_vector_env, wrap
 from dppo.envs.raster import FINISH, OUTSIDE, PILLAR, ROBOT, render_avoid_topdown, world_to_pixel

@@ -1,4 +1,4 @@
-"""Generalised advantage estimation over the chunk-level time axis (spec 2.6 c)."""
+"""Generalised advantage estimation over the chunk-level time axis."""
 
 from __future__ import annotations
 

@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from dppo.utils.cond import Cond, gather_cond
 from dppo.utils.optim import AdamW
 from dppo.utils.seeding import tf_stream
 
-Cond = dict[str, tf.Tensor]
 TERMS = ("pg_loss", "v_loss", "entropy_loss", "approx_kl", "clipfrac", "ratio", "entropy", "std")
 
 
@@ -38,10 +38,6 @@ class PPOBatch(NamedTuple):
     values: tf.Tensor  # (N,) V(s) at rollout time
     advantages: tf.Tensor  # (N,)
     log_probs: tf.Tensor  # (N, n) at rollout time
-
-
-def gather_cond(cond: Cond, idx: tf.Tensor) -> Cond:
-    return {k: tf.gather(v, idx) for k, v in cond.items()}
 
 
 def normalize_advantages(adv: tf.Tensor) -> tf.Tensor:

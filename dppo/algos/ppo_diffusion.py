@@ -1,4 +1,4 @@
-"""DPPO: PPO over the denoising chain of a diffusion policy (spec 2).
+"""DPPO: PPO over the denoising chain of a diffusion policy.
 
 The frozen pre-trained network ``network`` (alias ``actor``) runs the first K - K' denoising steps, a
 trainable copy ``actor_ft`` the last K' = ``ft_denoising_steps``. Each env step contributes K' Gaussian
@@ -14,15 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dppo.algos.ppo import gather_cond
-from dppo.policies.diffusion import Cond, DiffusionModel
-
-LOG_2PI = float(np.log(2 * np.pi))
-
-
-def normal_log_prob(x: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
-    """Elementwise log N(x; mean, std^2)."""
-    return -0.5 * tf.square((x - mean) / std) - tf.math.log(std) - 0.5 * LOG_2PI
+from dppo.policies.diffusion import DiffusionModel
+from dppo.policies.distributions import normal_log_prob
+from dppo.utils.cond import Cond, gather_cond
 
 
 def clip_coefficients(k: tf.Tensor, n: int, clip: float, base: float, rate: float) -> tf.Tensor:
@@ -108,7 +102,7 @@ class PPODiffusion(DiffusionModel):
 
     def sampling_std(self, std: tf.Tensor, step: int, deterministic: bool) -> tf.Tensor:
         """Deterministic: the base rule; stochastic: max(std, min_sampling_denoising_std) at every step,
-        the frozen ones included (spec 1.4)."""
+        the frozen ones included."""
         if deterministic:
             return super().sampling_std(std, step, deterministic)
         return tf.maximum(std, self.min_sampling_denoising_std)

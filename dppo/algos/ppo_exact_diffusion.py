@@ -1,4 +1,4 @@
-"""PPO with the exact likelihood of a diffusion policy (spec 2.9; the reference's PPOExactDiffusion).
+"""PPO with the exact likelihood of a diffusion policy (the reference's PPOExactDiffusion).
 
 Rollouts sample exactly as DPPO does, but only the final action chunk is stored. Its log-likelihood comes
 from the probability-flow ODE of the VP process that matches the DDPM schedule, integrated with Euler steps
@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from dppo.algos.ppo_diffusion import PPODiffusion
 from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPolicy
-from dppo.policies.diffusion import Cond
 from dppo.policies.schedule import cosine_beta_schedule
+from dppo.utils.cond import Cond
 
 
 def ode_grid(denoising_steps: int, eps: float, step_size: float, min_beta: float, min_network_time: float = 0.0,

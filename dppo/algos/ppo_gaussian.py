@@ -14,8 +14,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dppo.policies.gaussian import Cond, GaussianModel
+from dppo.policies.gaussian import GaussianModel
 from dppo.utils import checkpoint as ckpt
+from dppo.utils.cond import Cond
 
 LOG_PROB_CLAMP = (-5.0, 2.0)
 

@@ -1,4 +1,4 @@
-"""GMM PPO (spec 3.1): single-step PPO for a Gaussian-mixture policy (the reference's PPO_GMM / VPG_GMM).
+"""GMM PPO: single-step PPO for a Gaussian-mixture policy (the reference's PPO_GMM / VPG_GMM).
 
 Log-prob = the JOINT mixture log-density of the chunk, clamped to [-5, 2] as in the reference. Note that
 with a small std (0.1) the joint density of T_p * D_a dims is usually far above e^2, so the clamp saturates
@@ -15,7 +15,8 @@ import keras
 import tensorflow as tf
 
 from dppo.algos.ppo_gaussian import LOG_PROB_CLAMP, SingleStepPolicy, load_single_step_policy
-from dppo.policies.gmm import Cond, GMMModel
+from dppo.policies.gmm import GMMModel
+from dppo.utils.cond import Cond
 
 
 class PPOGMM(SingleStepPolicy, GMMModel):

@@ -1,4 +1,4 @@
-"""Soft Actor-Critic with a tanh-squashed Gaussian policy (spec 3.8, reference ``model/rl/gaussian_sac.py``).
+"""Soft Actor-Critic with a tanh-squashed Gaussian policy (reference ``model/rl/gaussian_sac.py``).
 
 Actor: the reference's ``Gaussian_MLP`` with a learned, state-dependent std (``fixed_std: null``): a shared
 MLP trunk (activation after every layer), a linear mean head and a linear log-variance head squashed by tanh
@@ -30,11 +30,9 @@ import tensorflow as tf
 
 from dppo.nets.critics import CriticObsAct
 from dppo.nets.mlp import MLP, Linear
+from dppo.policies.distributions import LOG_2PI, TANH_EPS
 from dppo.utils.optim import AdamW
 from dppo.utils.seeding import tf_stream
-
-LOG_2PI = math.log(2.0 * math.pi)
-TANH_EPS = 1e-6
 
 
 class TanhGaussianActor(keras.layers.Layer):
@@ -139,7 +137,7 @@ class SAC(tf.Module):
 
     # ---------------------------------------------------------------------------------------------- losses
     def critic_loss(self, obs, actions, rewards, next_obs, terminated, alpha, noise) -> tuple[tf.Tensor, tf.Tensor]:
-        """Twin-Q TD loss (spec 3.8) with next actions drawn with ``noise``; returns (loss, mean Q1)."""
+        """Twin-Q TD loss with next actions drawn with ``noise``; returns (loss, mean Q1)."""
         next_actions, next_logprob = self.sample_with_noise(next_obs, noise)
         tq1, tq2 = self.target_critic(next_obs, next_actions)
         next_q = tf.minimum(tq1, tq2) - alpha * next_logprob

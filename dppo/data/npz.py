@@ -1,4 +1,4 @@
-"""The npz dataset format shared with the reference (spec 6.1): read with checks, write from trajectories.
+"""The npz dataset format shared with the reference: read with checks, write from trajectories.
 
 ``train.npz`` holds ``states`` (N, D_o), ``actions`` (N, D_a), ``traj_lengths`` (n,), optionally ``images``
 (N, C, H, W) with 0-255 values, ``rewards`` (N,) and ``terminals`` (N,); trajectories are stored back to back

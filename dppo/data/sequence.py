@@ -1,4 +1,4 @@
-"""Sliding windows over stitched trajectories (spec 6.2) and a tf.data pipeline over them."""
+"""Sliding windows over stitched trajectories (the reference's StitchedSequenceDataset) and a tf.data pipeline over them."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def history_indices(indices: np.ndarray, steps: int) -> np.ndarray:
 
 
 class StitchedSequenceDataset:
-    """Windows of ``horizon_steps`` actions conditioned on ``cond_steps`` observations (spec 6.2)."""
+    """Windows of ``horizon_steps`` actions conditioned on ``cond_steps`` observations."""
 
     def __init__(self, dataset_path: str | Path, horizon_steps: int = 64, cond_steps: int = 1,
                  img_cond_steps: int = 1, max_n_episodes: int = 10000, use_img: bool = False,

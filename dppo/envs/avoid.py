@@ -3,7 +3,7 @@
 The original is a MuJoCo Panda arm with a rod hanging from the hand that must pass three rows of pillars
 (1 + 2 + 3 pillars, 2 x 3 x 4 = 24 paths) travelling in +y; DPPO uses the authors' fork (allenzren/d3il)
 whose env id ``avoiding-m5`` rewards one particular row-3 gap. This module keeps everything the policy,
-the reward and the plots can see (see ``spec/avoid-task.md``):
+the reward and the plots can see:
 
 * geometry: six pillars, collision when the TCP xy distance to a pillar centre is below r + 0.01
   (0.04 for the first pillar, 0.035 for the others); the collided flag is sticky for the episode;
@@ -19,16 +19,16 @@ the reward and the plots can see (see ``spec/avoid-task.md``):
   the move ([d_k, c_k]), one step stale, as the fork does; ``stale_obs=False`` returns [d_{k+1}, c_{k+1}];
 * episodes never terminate by themselves (DPPO's MultiStep wrapper truncates at 100 env steps).
 
-What the MuJoCo arm does and this port does not: the tracking controller. ``tracker`` picks the model of
-spec section 3: ``"second_order"`` (default; spec choice (b), v <- 0.2 (d - c) + 0.7 v, c <- c + v, mean
-open-loop error 1.55 cm against the demos), ``"delay"`` (choice (a): the TCP reaches the previous set-point,
-1.65 cm) or ``"perfect"`` (c = d, 1.96 cm). ``pillars`` says what a pillar does to the rod: ``"slide"``
-(default) stops it at the surface like MuJoCo's contact, keeping the motion along the surface (no friction),
-and the next step's collision test sees the contact as MuJoCo's contact list would; ``"freeze"`` holds the TCP
-where the contact was detected; ``"pass"`` lets it through (the port's earlier behaviour). The reward is the
-same until the first contact and -0.1 afterwards in every mode; only the states after a contact differ, which is
-what the critic sees (in "pass" mode a collided rollout can travel on to the finish line). z, orientation and
-the arm's reach are not modelled.
+What the MuJoCo arm does and this port does not: the tracking controller. ``tracker`` picks one of three models
+of it (in brackets: the mean open-loop TCP error against the released demos): ``"second_order"``
+(default; v <- 0.2 (d - c) + 0.7 v, c <- c + v; 1.55 cm), ``"delay"`` (the TCP reaches the previous
+set-point; 1.65 cm) or ``"perfect"`` (c = d; 1.96 cm). ``pillars`` says what a pillar does to the rod:
+``"slide"`` (default) stops it at the surface like MuJoCo's contact, keeping the motion along the surface (no
+friction), and the contact is seen by the next step's collision test as MuJoCo's contact list would show it;
+``"freeze"`` holds the TCP where the contact was detected; ``"pass"`` lets it through (the port's earlier
+behaviour). The reward is the same until the first contact and -0.1 afterwards in every mode; only the states
+after a contact differ, which is what the critic sees (in "pass" mode a collided rollout can travel on to the
+finish line). z, orientation and the arm's reach are not modelled.
 
 DPPO's success definition
 -------------------------
@@ -45,16 +45,21 @@ bit-6 gap the M1 demonstrations also contain). :func:`episode_metrics` reports b
 Public API: :class:`AvoidEnv` (gymnasium env, ids ``avoiding-m5/m6/m7/m8/v0`` registered on import),
 :class:`AvoidBatch` (the same dynamics for N envs at once, arrays in and out; the env is a batch of one),
 :func:`label_modes`, :func:`filter_label`, :func:`filter_keep`, :func:`parse_filter_mode`,
-:func:`clearance`, :func:`in_collision`, :func:`episode_metrics`.
+:func:`clearance`, :func:`in_collision`, :func:`episode_metrics`, :func:`summarize_paths`. On import the module
+also registers the task's hooks (:mod:`dppo.envs.tasks`): its env maker and :func:`summarize_eval_paths`, the
+mode statistics the evaluator adds to its result.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from dppo.envs import tasks
 
 # ---------------------------------------------------------------------------------------------------------
 # Geometry (computed with the reference's own expressions so boundary comparisons match bit for bit)
@@ -367,7 +372,7 @@ class AvoidEnv(gym.Env):
         reward_mode_bit: row-3 bit that earns +1 (5 = avoiding-m5 ... 8 = m8); None = avoiding-v0 (only
             the finish line pays).
         stale_obs: return the pre-step observation from ``step`` (reference behaviour, default).
-        tracker: TCP model, "second_order" (default), "delay" or "perfect" (spec section 3).
+        tracker: TCP model, "second_order" (default), "delay" or "perfect" (see the module docstring).
         max_episode_steps: truncate after this many steps; None (default) never ends an episode (DPPO's
             MultiStep wrapper truncates at 100).
         pillars: what a pillar does to the rod: "slide" (default: stopped at the surface, free to move
@@ -437,6 +442,12 @@ def register_envs() -> None:
 register_envs()
 
 
+def make_avoid_env(name: str, **kwargs) -> AvoidEnv:
+    """The base env of a registered ``avoiding-*`` id (gymnasium's own wrappers removed: the config's
+    ``multi_step`` wrapper keeps the time limit)."""
+    return gym.make(name, disable_env_checker=True, **kwargs).unwrapped
+
+
 def paths_with_tcp(desired_paths: Sequence[np.ndarray], tracker: str = "second_order",
                    tracker_gains: tuple[float, float] = (0.2, 0.7), **_) -> list[np.ndarray]:
     """[desired xy, TCP xy] (T, 4) paths from desired-only (T, 2) paths starting at a reset, for pixel runs whose
@@ -470,3 +481,14 @@ def summarize_paths(states: Sequence[np.ndarray]) -> dict[str, float]:
         row3 = label_modes(tcp)[2]
         counts[f"mode{row3}" if row3 >= 5 else "mode_none"] += 1
     return {k: v / max(len(states), 1) for k, v in counts.items()}
+
+
+def summarize_eval_paths(paths: Sequence[np.ndarray], env_kwargs: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`summarize_paths` of an evaluation's raw state paths; desired-only (T, 2) paths of pixel runs get
+    their TCP replayed first (:func:`paths_with_tcp`, with the env's ``tracker`` settings from ``env_kwargs``)."""
+    if np.asarray(paths[0]).shape[-1] == 2:
+        paths = paths_with_tcp(paths, **dict(env_kwargs))
+    return summarize_paths(paths)
+
+
+tasks.register("avoiding", make_env=make_avoid_env, summarize=summarize_eval_paths)

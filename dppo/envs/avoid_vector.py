@@ -4,8 +4,9 @@
 at a time; this class does the same work with one NumPy call per inner step for all envs (tens of times
 faster). It reproduces that stack exactly: the same float32/float64 arithmetic elementwise, so observations,
 rewards, flags and the ``final_obs``/``full_obs`` infos are bit for bit those of the sync path
-(``tests/test_vector_equivalence.py``). The factory picks it for ``avoiding-*`` envs unless ``env.batched``
-is false, when the wrappers are (a normalisation wrapper, then) ``multi_step``.
+(``tests/test_vector_equivalence.py``). It registers itself as the Avoid task's batched env
+(:mod:`dppo.envs.tasks`): the factory uses it for ``avoiding-*`` envs unless ``env.batched`` is false, when the
+wrappers are (a normalisation wrapper, then) ``multi_step``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from dppo.envs.avoid import ENV_IDS, AvoidBatch
+from dppo.envs import tasks
+from dppo.envs.avoid import ENV_IDS, AvoidBatch, make_avoid_env
+from dppo.envs.wrappers import WRAPPERS, MultiStep, NormalizeObsAction, wrap
 
-NORMALIZE_WRAPPERS = ("d3il_lowdim", "mujoco_locomotion_lowdim", "robomimic_lowdim", "normalize")
+NORMALIZE_WRAPPERS = tuple(name for name, cls in WRAPPERS.items() if cls is NormalizeObsAction)
 # AvoidEnv arguments that reach the env on the sync path (gym.make takes ``max_episode_steps`` for its own
-# TimeLimit, which make_env's ``.unwrapped`` drops again: it has no effect there, so none here either)
+# TimeLimit, which make_avoid_env's ``.unwrapped`` drops again: it has no effect there, so none here either)
 _BATCH_KWARGS = ("stale_obs", "tracker", "pillars", "tracker_gains")
 
 
@@ -41,15 +44,13 @@ class AvoidVectorEnv:
 
     def __init__(self, name: str, n_envs: int, wrappers: Mapping[str, Any] | None = None,
                  env_kwargs: Mapping[str, Any] | None = None):
-        from dppo.envs.factory import make_env, wrap
-        from dppo.envs.wrappers import MultiStep, NormalizeObsAction
         if not supports(name, wrappers):
             raise ValueError(f"AvoidVectorEnv cannot reproduce env '{name}' with wrappers {list(wrappers or {})}")
         wrappers = {k: dict(v or {}) for k, v in (wrappers or {}).items()}
         env_kwargs = dict(env_kwargs or {})
         # one wrapped env, built as the sync path builds it: it validates the config the same way and gives
         # the spaces and the normalisation arrays
-        ref = wrap(make_env(name, **env_kwargs), wrappers)
+        ref = wrap(make_avoid_env(name, **env_kwargs), wrappers)
         self.single_observation_space = ref.observation_space
         self.single_action_space = ref.action_space
         self.norm, self.clamp_obs = None, False
@@ -144,3 +145,12 @@ class AvoidVectorEnv:
 
     def close(self) -> None:
         pass
+
+
+def make_batched(name: str, n_envs: int, wrappers: Mapping[str, Any] | None = None,
+                 env_kwargs: Mapping[str, Any] | None = None) -> AvoidVectorEnv | None:
+    """The task's batched vector env, or None when :func:`supports` says the wrappers need the sync stack."""
+    return AvoidVectorEnv(name, n_envs, wrappers, env_kwargs) if supports(name, wrappers) else None
+
+
+tasks.register("avoiding", batched=make_batched)

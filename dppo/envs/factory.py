@@ -1,59 +1,36 @@
 """Build ``n_envs`` copies of a task with the reference's wrapper stack as a gymnasium vector env.
 
-The env block of a config names the task (``env.name``) and the wrappers in order (``env.wrappers``). Envs are
-stepped in one process (``dppo.envs.vector.SyncVectorEnv``): on two cores that is faster than paying
-inter-process costs (spec/stack.md measured 1.5-2.5x for MuJoCo locomotion). The Avoid task has a batched
-NumPy implementation: with ``env.batched`` (default true) its envs run as one ``AvoidVectorEnv``, which gives
-the same results as the sync stack, tens of times faster; image observations (the ``avoid_image`` wrapper) are
-not batched and always take the sync path.
+The env block of a config names the task (``env.name``) and the wrappers in order (``env.wrappers``). The
+task's module makes the base env (:mod:`dppo.envs.tasks`); names of no registered task are gymnasium ids.
+Envs are stepped in one process (``dppo.envs.vector.SyncVectorEnv``): on two cores that is faster than paying
+inter-process costs (1.5-2.5x measured for MuJoCo locomotion). A task may register a batched implementation
+that runs all envs of a run as one vector env with the same results (Avoid's ``AvoidVectorEnv``, tens of
+times faster); with ``env.batched`` (default true) the factory uses it whenever it can reproduce the
+config's wrapper stack, and the per-env sync stack otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import gymnasium as gym
 
+from dppo.envs import tasks
 from dppo.envs.vector import SyncVectorEnv
-from dppo.envs.wrappers import AvoidImageObs, MultiStep, NormalizeObsAction
+from dppo.envs.wrappers import WRAPPERS, wrap
 
-WRAPPERS: dict[str, Callable[..., gym.Wrapper]] = {
-    "d3il_lowdim": NormalizeObsAction,
-    "mujoco_locomotion_lowdim": NormalizeObsAction,
-    "robomimic_lowdim": NormalizeObsAction,
-    "robomimic_image": NormalizeObsAction,
-    "normalize": NormalizeObsAction,
-    "avoid_image": AvoidImageObs,  # Avoid from pixels; before the normalisation wrapper (not batched)
-    "multi_step": MultiStep,
-}
-
-ROBOMIMIC_TASKS = ("lift", "can", "square", "transport")
+__all__ = ["WRAPPERS", "make_env", "make_from_config", "make_vector_env", "wrap"]
 
 
 def make_env(name: str, **kwargs: Any) -> gym.Env:
     """One base env by the reference's name: ``avoiding-m5`` (D3IL), ``hopper-medium-v2`` (gym locomotion),
     ``can`` (robomimic), or any registered gymnasium id."""
-    if name.startswith("avoiding"):
-        import dppo.envs.avoid  # noqa: F401  (registers the ids)
-        return gym.make(name, disable_env_checker=True, **kwargs).unwrapped
-    if name.split("-")[0] in ROBOMIMIC_TASKS:
-        from dppo.envs.robosuite_tasks import make_robosuite_env
-        return make_robosuite_env(name, **kwargs)
-    if name.split("-")[0] in ("hopper", "walker2d", "halfcheetah", "ant", "humanoid"):
-        from dppo.envs.locomotion import make_locomotion_env
-        return make_locomotion_env(name, **kwargs)
+    task = tasks.get(name)
+    if task is not None and task.make_env is not None:
+        return task.make_env(name, **kwargs)
     return gym.make(name, **kwargs)
-
-
-def wrap(env: gym.Env, wrappers: Mapping[str, Mapping[str, Any]] | None) -> gym.Env:
-    """Apply the config's wrappers in order."""
-    for name, kwargs in (wrappers or {}).items():
-        if name not in WRAPPERS:
-            raise KeyError(f"env.wrappers.{name} is not a known wrapper; expected one of {sorted(WRAPPERS)}")
-        env = WRAPPERS[name](env, **dict(kwargs or {}))
-    return env
 
 
 def _make_one(name: str, wrappers: Mapping | None, env_kwargs: Mapping, seed: int) -> gym.Env:
@@ -63,17 +40,18 @@ def _make_one(name: str, wrappers: Mapping | None, env_kwargs: Mapping, seed: in
 
 
 def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, seed: int = 0,
-                    vector: str = "sync", env_kwargs: Mapping | None = None, batched: bool = True) -> SyncVectorEnv:
+                    vector: str = "sync", env_kwargs: Mapping | None = None, batched: bool = True) -> Any:
     """``n_envs`` wrapped copies, env i seeded with seed + i; no auto-reset (the multi-step wrapper resets
-    within a step when configured, and the runner resets at iterations). ``batched``: run ``avoiding-*`` envs
-    as one :class:`~dppo.envs.avoid_vector.AvoidVectorEnv` (same results, no per-env Python loop)."""
+    within a step when configured, and the runner resets at iterations). ``batched``: use the task's batched
+    vector env when it has one for these wrappers (same results, no per-env Python loop)."""
     if vector != "sync":
         raise ValueError(f"env.vector must be 'sync', got '{vector}' (on two cores stepping in one process is "
                          f"faster than subprocesses; see benchmarks/)")
-    if batched and name.startswith("avoiding"):
-        from dppo.envs import avoid_vector
-        if avoid_vector.supports(name, wrappers):
-            return avoid_vector.AvoidVectorEnv(name, n_envs, wrappers, env_kwargs)
+    task = tasks.get(name)
+    if batched and task is not None and task.batched is not None:
+        venv = task.batched(name, n_envs, wrappers, env_kwargs)
+        if venv is not None:
+            return venv
     return SyncVectorEnv([partial(_make_one, name, wrappers, dict(env_kwargs or {}), seed + i)
                           for i in range(n_envs)])
 

@@ -1,7 +1,7 @@
-"""Gym locomotion tasks (spec 4.3): the reference's d4rl names mapped to gymnasium's MuJoCo v5 envs.
+"""Gym locomotion tasks: the reference's d4rl names mapped to gymnasium's MuJoCo v5 envs.
 
 The reference builds ``hopper-medium-v2`` etc. through ``d4rl.gym_mujoco`` (gym 0.22, mujoco-py, MuJoCo 2.1),
-none of which installs here (spec stack.md 4, 6). The same robots are gymnasium's ``Hopper-v5``,
+none of which installs here. The same robots are gymnasium's ``Hopper-v5``,
 ``Walker2d-v5`` and ``HalfCheetah-v5`` (MuJoCo >= 2.3.3 bindings). The dataset part of a name ("medium",
 "medium-replay", "expert", ...) only selects data in the reference; every variant runs the same env.
 
@@ -31,6 +31,8 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+
+from dppo.envs import tasks
 
 ROBOTS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
 OBS_DIMS = {"hopper": 11, "walker2d": 17, "halfcheetah": 17}
@@ -66,3 +68,7 @@ def make_locomotion_env(name: str, max_episode_steps: int = MAX_EPISODE_STEPS, *
     for key in _IGNORED_KWARGS:
         kwargs.pop(key, None)
     return gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs)
+
+
+# the reference's locomotion robots; those without a port here (ant, humanoid) get robot_of's clear error
+tasks.register((*ROBOTS, "ant", "humanoid"), make_env=make_locomotion_env)

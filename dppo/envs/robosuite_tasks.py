@@ -1,6 +1,6 @@
 """Robomimic-style manipulation tasks on robosuite 1.5: Lift, Can, Square and Transport.
 
-The reference (spec 4.4/4.5) runs robomimic's ``EnvRobosuite`` on robosuite 1.4.1. This module builds the same
+The reference runs robomimic's ``EnvRobosuite`` on robosuite 1.4.1. This module builds the same
 four tasks directly on robosuite 1.5.2 with the robomimic settings: Panda arm(s), OSC_POSE with *world-frame*
 delta inputs (1.5 defaults to the base frame; robosuite <= 1.4 and the robomimic data used the world frame),
 control_freq 20, ``reward_shaping=False``, ``ignore_done=True``, no hard reset.
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from dppo.envs import tasks
 from dppo.envs.video import RenderServer, StateVideo
 
 try:  # gymnasium is a core dependency; the import guard only keeps error messages clear
@@ -286,7 +287,7 @@ class RobomimicLowdimEnv(gym.Env):
         success = self.is_success()
         if self._video is not None:
             self._video.add(self.suite_env.sim.data._data)
-        # sparse reward: 1 per step spent in the success state (spec 4.4); the episode never terminates here
+        # the reference's sparse reward: 1 per step spent in the success state; the episode never terminates here
         return self._observe(obs), float(success), False, False, {"success": success}
 
     def render(self):
@@ -338,3 +339,6 @@ def make_robosuite_env(task: str | dict, use_image: bool | None = None, cameras:
     if use_image:
         return env_cls(key, cameras=cameras, image_size=image_size, seed=seed, **kw)
     return env_cls(key, cameras=cameras, image_size=image_size, seed=seed, use_image=False, **kw)
+
+
+tasks.register(tuple(TASKS), make_env=make_robosuite_env)

@@ -1,8 +1,10 @@
-"""The reference's wrapper stack (spec 4.2-4.6): observation/action normalisation and the multi-step wrapper."""
+"""The reference's wrapper stack: observation/action normalisation, the multi-step wrapper, Avoid's pixel
+observation, and :func:`wrap`, which applies a config's ``env.wrappers`` block in order."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -67,7 +69,7 @@ class AvoidImageObs(gym.ObservationWrapper):
 
 
 class MultiStep(gym.Wrapper):
-    """Observation history of ``n_obs_steps`` and execution of ``n_action_steps`` actions per step (spec 4.2).
+    """Observation history of ``n_obs_steps`` and execution of ``n_action_steps`` actions per step.
 
     Executes the chunk's actions in order and stops at the first inner step that ends the episode; the
     reward is the sum over executed steps. ``truncated`` is set when the inner env truncates or after
@@ -138,3 +140,24 @@ class MultiStep(gym.Wrapper):
             info["final_obs"] = obs
             obs, _ = self.reset()
         return obs, total, bool(terminated), bool(truncated), info
+
+
+# config name -> wrapper; the reference's env-specific normalisation wrappers all reduce to NormalizeObsAction
+WRAPPERS: dict[str, Callable[..., gym.Wrapper]] = {
+    "d3il_lowdim": NormalizeObsAction,
+    "mujoco_locomotion_lowdim": NormalizeObsAction,
+    "robomimic_lowdim": NormalizeObsAction,
+    "robomimic_image": NormalizeObsAction,
+    "normalize": NormalizeObsAction,
+    "avoid_image": AvoidImageObs,  # Avoid from pixels; before the normalisation wrapper (not batched)
+    "multi_step": MultiStep,
+}
+
+
+def wrap(env: gym.Env, wrappers: Mapping[str, Mapping[str, Any]] | None) -> gym.Env:
+    """Apply the config's wrappers in order."""
+    for name, kwargs in (wrappers or {}).items():
+        if name not in WRAPPERS:
+            raise KeyError(f"env.wrappers.{name} is not a known wrapper; expected one of {sorted(WRAPPERS)}")
+        env = WRAPPERS[name](env, **dict(kwargs or {}))
+    return env

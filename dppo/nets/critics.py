@@ -53,7 +53,7 @@ class CriticObsAct(keras.layers.Layer):
 
 
 class ViTCritic(LazyBuild, CriticObs):
-    """V(s) from pixels + proprio (spec 3.10): its own ViT backbone and SpatialEmb compression, then the
+    """V(s) from pixels + proprio (the reference's ViTCritic): its own ViT backbone and SpatialEmb compression, then the
     CriticObs MLP on concat[features, state]. ``augment`` random-shifts images in training calls unless
     ``no_augment`` (the pixel PPO agent augments the rollout itself and passes no_augment=True)."""
 

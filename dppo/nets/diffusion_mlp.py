@@ -1,4 +1,4 @@
-"""DiffusionMLP (spec 1.8): eps_theta(x_t, t, state) for state-based policies."""
+"""DiffusionMLP: eps_theta(x_t, t, state) for state-based policies."""
 
 from __future__ import annotations
 

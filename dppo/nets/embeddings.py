@@ -1,4 +1,4 @@
-"""Sinusoidal time embedding (spec 1.6)."""
+"""Sinusoidal time embedding of the denoising step (the reference's SinusoidalPosEmb)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gaussian policy heads (spec 3.1): ``Gaussian_MLP`` (state) and ``Gaussian_VisionMLP`` (pixels + proprio).
+"""Gaussian policy heads: ``Gaussian_MLP`` (state) and ``Gaussian_VisionMLP`` (pixels + proprio).
 
 Both map ``cond`` to (mean, std), each (B, T_p * D_a). The std is one of
 * fixed: ``fixed_std`` everywhere;
@@ -19,8 +19,7 @@ import tensorflow as tf
 
 from dppo.nets.mlp import MLP, LazyBuild, make_mlp
 from dppo.nets.vit import VisionCondEncoder
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class GaussianStd:
@@ -101,7 +100,7 @@ class Gaussian_MLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801 (t
 
 
 class Gaussian_VisionMLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801
-    """ViT (+ SpatialEmb or Linear compression) features and proprio -> tanh mean and std (spec 3.1)."""
+    """ViT (+ SpatialEmb or Linear compression) features and proprio -> tanh mean and std."""
 
     def __init__(self, backbone: keras.layers.Layer, action_dim: int, horizon_steps: int, cond_dim: int,
                  img_cond_steps: int = 1, mlp_dims: Sequence[int] = (256, 256, 256), activation_type: str = "Mish",

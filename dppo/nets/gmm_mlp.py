@@ -1,4 +1,4 @@
-"""GMM policy head (spec 3.1): three (Residual)MLPs on the flattened state for the mode means, the
+"""GMM policy head (the reference's GMM_MLP): three (Residual)MLPs on the flattened state for the mode means, the
 log-variances (or a fixed / learned-fixed std per mode) and the mixture logits."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import tensorflow as tf
 
 from dppo.nets.gaussian_mlp import GaussianStd
 from dppo.nets.mlp import LazyBuild, make_mlp
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class GMM_MLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801 (the reference's class name)

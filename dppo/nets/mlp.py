@@ -1,4 +1,4 @@
-"""MLP building blocks (spec 1.7): activations by name, PyTorch-style init, MLP and ResidualMLP."""
+"""MLP building blocks: activations by name, PyTorch-style init, MLP and ResidualMLP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transformer policy heads (spec 3.1): ``Gaussian_Transformer`` and ``GMM_Transformer``.
+"""Transformer policy heads: ``Gaussian_Transformer`` and ``GMM_Transformer``.
 
 One conditioning token (Linear(cond) + learned position) goes through an "encoder" (Linear-Mish-Linear,
 or ``n_cond_layers`` pre-LN self-attention layers) and is the memory of a pre-LN transformer decoder whose
@@ -15,8 +15,7 @@ import tensorflow as tf
 from dppo.nets.gaussian_mlp import GaussianStd
 from dppo.nets.mlp import LazyBuild, Linear, mish
 from dppo.nets.vit import multi_head_attention, vit_dense
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class Attention(LazyBuild, keras.layers.Layer):

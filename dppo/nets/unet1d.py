@@ -1,4 +1,4 @@
-"""Unet1D (spec 1.10): the Diffusion-Policy temporal U-Net over the action chunk, FiLM-conditioned on
+"""Unet1D: the Diffusion-Policy temporal U-Net over the action chunk, FiLM-conditioned on
 [time embedding, state]. Channels-last throughout: x (B, T_p, D_a) is already (batch, length, channels).
 
 Convolutions pad explicitly as PyTorch does (Conv1d k, padding k//2; downsample Conv1d k3 s2 p1;
@@ -16,8 +16,7 @@ import tensorflow as tf
 
 from dppo.nets.embeddings import SinusoidalPosEmb
 from dppo.nets.mlp import LazyBuild, Linear, ResidualMLP, activation, mish
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 def _torch_uniform(fan_in: int) -> keras.initializers.Initializer:

@@ -1,4 +1,4 @@
-"""VisionDiffusionMLP (spec 1.9): eps_theta(x_t, t, {state, rgb}) with a ViT image encoder."""
+"""VisionDiffusionMLP: eps_theta(x_t, t, {state, rgb}) with a ViT image encoder."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import tensorflow as tf
 from dppo.nets.embeddings import SinusoidalPosEmb
 from dppo.nets.mlp import LazyBuild, Linear, make_mlp, mish
 from dppo.nets.vit import VisionCondEncoder
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 class VisionDiffusionMLP(LazyBuild, keras.layers.Layer):

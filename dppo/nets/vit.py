@@ -1,4 +1,4 @@
-"""Pixel encoders (spec 3.10): a small ViT (``VitEncoder``), IBRL's ``SpatialEmb`` token compression,
+"""Pixel encoders: a small ViT (``VitEncoder``), IBRL's ``SpatialEmb`` token compression,
 ``RandomShiftsAug`` (edge pad + random integer crop) and ``VisionCondEncoder``, the image + proprio
 conditioning shared by ``VisionDiffusionMLP``, ``Gaussian_VisionMLP`` and ``ViTCritic``.
 
@@ -16,9 +16,8 @@ import keras
 import tensorflow as tf
 
 from dppo.nets.mlp import LazyBuild, Linear
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
-
-Cond = dict[str, tf.Tensor]
 
 
 def _dim(x: tf.Tensor, axis: int) -> int | tf.Tensor:
@@ -172,7 +171,7 @@ def edge_pad(x: tf.Tensor, pad: int) -> tf.Tensor:
 
 
 class RandomShiftsAug:
-    """DrQ random shift (spec 3.10): edge pad by ``pad``, then crop the original size at an independent
+    """DrQ random shift: edge pad by ``pad``, then crop the original size at an independent
     integer offset (dx, dy) in [0, 2 pad] per image. Offset (pad, pad) is the identity."""
 
     def __init__(self, pad: int = 4, rng: tf.random.Generator | None = None, seed: int = 0):

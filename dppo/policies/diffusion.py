@@ -1,4 +1,4 @@
-"""Diffusion policy (spec 1.2-1.5, 1.11): DDPM/DDIM sampling in one compiled graph, and the training loss.
+"""Diffusion policy: DDPM/DDIM sampling in one compiled graph, and the training loss.
 
 The reverse chain runs inside one ``tf.function`` (the Python loop over denoising steps is unrolled at trace
 time), returning the action chunk and, on request, the chain of the last ``ft_denoising_steps`` samples.
@@ -13,9 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.policies.schedule import DiffusionSchedule
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
-
-Cond = dict[str, tf.Tensor]
 
 
 class DiffusionModel(tf.Module):
@@ -173,7 +172,7 @@ class DiffusionModel(tf.Module):
 
     def loss(self, x0: tf.Tensor, cond: Cond, net: keras.layers.Layer | None = None,
              training: bool = True) -> tf.Tensor:
-        """Mean squared error of the predicted noise (or of x0) at a uniformly drawn t (spec 1.11)."""
+        """Mean squared error of the predicted noise (or of x0) at a uniformly drawn t."""
         net = net or self.network
         b = tf.shape(x0)[0]
         t = self.train_rng.uniform((b,), 0, self.denoising_steps, dtype=tf.int32)

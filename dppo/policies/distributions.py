@@ -35,7 +35,7 @@ def normal_sample(rng: tf.random.Generator, mean: tf.Tensor, std: tf.Tensor,
     return mean + std * z
 
 
-# tanh-squashed Normal (SAC-style policies, spec 3.8) ------------------------------------------------------
+# tanh-squashed Normal (SAC-style policies) ------------------------------------------------------
 def tanh_normal_log_prob(u: tf.Tensor, mean: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
     """log pi(tanh(u)) summed over the last axis for the pre-squash draw ``u`` ~ N(mean, std^2):
     sum_d [log N(u_d) - log(1 - tanh(u_d)^2 + 1e-6)] (the reference's correction, with its epsilon)."""

@@ -1,4 +1,4 @@
-"""Gaussian policy (spec 1.12, 3.1): a network cond -> (mean, std) over the flattened chunk (B, T_p * D_a).
+"""Gaussian policy: a network cond -> (mean, std) over the flattened chunk (B, T_p * D_a).
 
 Same interface as ``DiffusionModel`` where it makes sense: ``network``, ``build_network``, ``dummy_cond``,
 ``rng``, compiled ``sample`` and the pre-training ``loss``; plus ``log_prob`` / ``entropy`` for PPO.
@@ -14,9 +14,9 @@ import keras
 import tensorflow as tf
 
 from dppo.policies import distributions as dist
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
 
-Cond = dict[str, tf.Tensor]
 DETERMINISTIC_STD = 1e-4  # the reference's std for deterministic (evaluation) draws
 
 
@@ -112,7 +112,7 @@ class GaussianModel(tf.Module):
     def rsample(self, cond: Cond, net: keras.layers.Layer | None = None, training: bool = False,
                 deterministic: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised draw (B, T_p, D_a) and its log-prob summed over dims (B,), with the tanh
-        correction when ``tanh_output`` (spec 3.8). Differentiable; call inside the caller's tf.function."""
+        correction when ``tanh_output``. Differentiable; call inside the caller's tf.function."""
         mean, std = self.dist_params(cond, net, training, deterministic)
         u = dist.normal_sample(self.rng, mean, std, self.randn_clip_value)
         if self.tanh_output:

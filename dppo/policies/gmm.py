@@ -1,4 +1,4 @@
-"""Gaussian-mixture policy (spec 1.12, 3.1): a network cond -> (means (B, M, D), stds (B, M, D),
+"""Gaussian-mixture policy: a network cond -> (means (B, M, D), stds (B, M, D),
 logits (B, M)) with D = T_p * D_a; each mode an independent Normal over the whole chunk."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import tensorflow as tf
 
 from dppo.policies import distributions as dist
 from dppo.policies.gaussian import DETERMINISTIC_STD, infer_dims, load_network_weights
+from dppo.utils.cond import Cond
 from dppo.utils.seeding import tf_stream
-
-Cond = dict[str, tf.Tensor]
 
 
 class GMMModel(tf.Module):

@@ -1,4 +1,4 @@
-"""Cosine noise schedule and every buffer derived from it (spec 1.1), plus the DDIM grid (spec 1.5)."""
+"""Cosine noise schedule and every buffer derived from it, plus the DDIM grid."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Episode bookkeeping of a rollout (spec 4.8): returns, best chunk reward, success, counted episodes."""
+"""Episode bookkeeping of a rollout as the reference does it: returns, best chunk reward, success, counted
+episodes."""
 
 from __future__ import annotations
 

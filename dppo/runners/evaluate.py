@@ -1,9 +1,10 @@
-"""Evaluation of a pre-trained or fine-tuned policy (spec 7.2): deterministic rollouts, episode metrics,
-``result.npz``, and trajectory plots for the Avoid task.
+"""Evaluation of a pre-trained or fine-tuned policy: deterministic rollouts, episode metrics, ``result.npz``,
+the task's path summary (registered by the task, :func:`dppo.envs.tasks.summary`) and a trajectory figure from
+the config's ``plotter`` when there is one.
 
-Fix of a reference quirk (spec 2.2): given a DPPO fine-tuning checkpoint, the reference's eval configs load
-only the frozen pre-trained ``network``; here the fine-tuned ``actor_ft`` runs the last ``ft_denoising_steps``
-steps, as it did during fine-tuning.
+Fix of a reference quirk: given a DPPO fine-tuning checkpoint, the reference's eval configs load only the frozen
+pre-trained ``network``; here the fine-tuned ``actor_ft`` runs the last ``ft_denoising_steps`` steps, as it did
+during fine-tuning.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from dppo.data.normalization import Normalization
+from dppo.envs import tasks
 from dppo.envs.factory import make_from_config
 from dppo.policies.diffusion import DiffusionModel
 from dppo.runners.episodes import episode_stats, first_episode_returns
-from dppo.runners.rollout import raw_paths, rollout
+from dppo.runners.rollout import full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.logging import save_config
 from dppo.utils.seeding import seed_everything
@@ -56,6 +58,7 @@ class EvalDiffusionAgent:
         save_config(cfg, self.logdir)
         self.n_steps, self.act_steps = int(cfg.n_steps), int(cfg.act_steps)
         self.render_num = int(cfg.get("render_num", 0))
+        self.plotter = hydra.utils.instantiate(cfg.plotter) if cfg.get("plotter") else None
         self.venv = make_from_config(cfg.env, self.seed)
         self.success_threshold = float(cfg.env.get("best_reward_threshold_for_success", 1.0))
         self.normalization = Normalization.load(cfg.normalization_path) if cfg.get("normalization_path") else None
@@ -87,15 +90,13 @@ class EvalDiffusionAgent:
                   "first_episode_reward_mean": float(first.mean()) if len(first) else float("nan"),
                   "first_episode_reward_std": float(first.std()) if len(first) else float("nan"),
                   "weights": self.weights, "time": time.time() - start}
-        if self.paths and str(self.cfg.env.name).startswith("avoiding"):
-            from dppo.envs.avoid import paths_with_tcp, summarize_paths
-            from dppo.viz.trajectories import save_avoid_plot
-            if self.paths[0].shape[-1] == 2:  # pixel runs: the state is the desired point; replay the TCP
-                self.paths = paths_with_tcp(self.paths, **dict(self.cfg.env.get("specific") or {}))
-            result.update(summarize_paths(self.paths))
-            if self.render_num:
-                save_avoid_plot(self.logdir / "render" / "traj-eval.png",
-                                [p[:, :2] for p in self.paths[:self.render_num]], title=f"eval ({self.weights})")
+        result.update(tasks.summary(str(self.cfg.env.name), self.paths, self.cfg.env.get("specific")))
+        states = full_states(ro)
+        if self.plotter is not None and self.render_num > 0 and states is not None:
+            # the first render_num envs, all drawn: render/traj-eval.png
+            self.plotter(obs_full_trajs=states[:self.render_num].transpose(1, 0, 2), n_render=self.render_num,
+                         max_episode_steps=states.shape[1], render_dir=self.logdir / "render", itr="eval",
+                         title=f"eval ({self.weights})")
         self.logdir.mkdir(parents=True, exist_ok=True)
         np.savez(self.logdir / "result.npz", num_episode=stats["num_episode"],
                  eval_success_rate=stats["success_rate"], eval_episode_reward=stats["avg_episode_reward"],

@@ -1,4 +1,4 @@
-"""Off-policy fine-tuning runners: a replay buffer and the SAC loop (spec 3.8, 7.1; reference
+"""Off-policy fine-tuning runners: a replay buffer and the SAC loop (reference
 ``agent/finetune/train_sac_agent.py``).
 
 One iteration = ``train.n_steps`` (1) vector steps of ``env.n_envs`` (1) envs, then the updates due at
@@ -46,7 +46,7 @@ from tqdm import tqdm
 from dppo.algos.sac import SAC
 from dppo.envs.factory import make_env, wrap
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger
+from dppo.utils.logging import MetricLogger, wandb_config
 from dppo.utils.seeding import np_stream, seed_everything
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ class TrainSACAgent:
 
     # ------------------------------------------------------------------------------------------ loop
     def run(self) -> dict[str, Any]:
-        logger = MetricLogger(self.logdir, _wandb_cfg(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
+        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
         if self.itr:
             logger.truncate(self.itr)
         start = time.time()
@@ -381,8 +381,3 @@ class TrainSACAgent:
         logger.close()
         return {"itr": self.itr, "env_steps": self.env_steps, "eval_return": eval_mean,
                 "eval_return_std": eval_std, "wall_time": time.time() - start}
-
-
-def _wandb_cfg(cfg: DictConfig) -> dict | None:
-    w = cfg.get("wandb")
-    return OmegaConf.to_container(w, resolve=True) if w else None

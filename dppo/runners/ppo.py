@@ -1,8 +1,10 @@
-"""On-policy fine-tuning loop (spec 2.6): rollout with the compiled sampler, GAE, compiled PPO update, logging,
+"""On-policy fine-tuning loop: rollout with the compiled sampler, GAE, compiled PPO update, logging,
 evaluation iterations, trajectory plots and exactly resumable checkpoints.
 
 The loop is policy-agnostic: the model (``PPODiffusion``, Gaussian/GMM PPO, exact likelihood) acts and scores
 samples; the shared ``PPOLearner`` owns the optimizers and the compiled update; a ``PPOBatch`` crosses between.
+It is also task-agnostic: trajectory figures come from the config's ``train.plotter`` (e.g.
+:class:`dppo.viz.trajectories.TrajPlotter`), called every ``train.render.freq`` iterations.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.data.normalization import Normalization
 from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
-from dppo.runners.rollout import as_cond, raw_paths, rollout
+from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger, save_config
+from dppo.utils.logging import MetricLogger, save_config, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
@@ -108,6 +110,7 @@ class TrainPPOAgent:
         self.bootstrap_truncated = bool(t.get("bootstrap_truncated", True))
         self.render_freq = int(t.get("render", {}).get("freq", 0) or 0)
         self.render_num = int(t.get("render", {}).get("num", 0) or 0)
+        self.plotter = hydra.utils.instantiate(t.plotter) if t.get("plotter") else None
         self.act_steps = int(cfg.act_steps)
         self.horizon_steps = int(cfg.horizon_steps)
         self.reward_horizon = int(cfg.get("reward_horizon", self.act_steps))
@@ -137,7 +140,8 @@ class TrainPPOAgent:
         self.itr = 0
         self.env_steps = 0
         self.history: list[dict[str, float]] = []
-        self.last_trajectories: list[np.ndarray] = []
+        self.last_trajectories: list[np.ndarray] = []  # raw state paths of the last rollout, per env
+        self.last_states: np.ndarray | None = None  # the same, normalised, (N, T, D)
         if cfg.get("resume", False):
             self.resume()
 
@@ -208,7 +212,7 @@ class TrainPPOAgent:
 
     # main loop -------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, float]]:
-        logger = MetricLogger(self.logdir, _wandb_cfg(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
+        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
         if self.itr:
             logger.truncate(self.itr - 1)
         start = time.time()
@@ -226,6 +230,7 @@ class TrainPPOAgent:
             obs, done = ro["last_obs"], ro["firsts"][-1]
             stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
             self.last_trajectories = raw_paths(ro, self.normalization)
+            self.last_states = full_states(ro)
             t_rollout = time.time() - t0
             prefix = "eval" if eval_mode else "train"
             metrics = {f"{prefix}/{k}": v for k, v in stats.items()}
@@ -250,7 +255,7 @@ class TrainPPOAgent:
             metrics.update({"env_steps": self.env_steps, "time/rollout": t_rollout, "time/wall": time.time() - start,
                             "lr/actor": float(self.actor_optimizer.learning_rate.numpy()),
                             "lr/critic": float(self.critic_optimizer.learning_rate.numpy())})
-            if self.render_freq and itr % self.render_freq == 0 and self.last_trajectories:
+            if self.plot_due(itr):
                 self.plot(itr)
             if itr % self.save_model_freq == 0 or itr == self.n_train_itr - 1:
                 self.save()
@@ -263,18 +268,20 @@ class TrainPPOAgent:
         self.venv.close()
         return self.history
 
-    def plot(self, itr: int) -> None:
-        from dppo.viz.trajectories import save_avoid_plot
-        rng = np.random.default_rng(itr)
-        pick = rng.choice(len(self.last_trajectories), min(self.render_num, len(self.last_trajectories)),
-                          replace=False)
-        save_avoid_plot(self.logdir / "render" / f"traj-{itr}.png",
-                        [self.last_trajectories[i][:, :2] for i in pick], title=f"iteration {itr}")
+    def plot_due(self, itr: int) -> bool:
+        """A plotter is configured, ``train.render`` asks for ``num`` > 0 paths at this iteration, and the
+        envs passed their full observations (``env.save_full_observations``)."""
+        return (self.plotter is not None and self.render_freq > 0 and self.render_num > 0
+                and itr % self.render_freq == 0 and self.last_states is not None)
+
+    def plot(self, itr: int) -> Any:
+        """Hand the last rollout's states to ``train.plotter`` with the reference's keywords (normalised
+        ``obs_full_trajs`` (T, N, D), ``n_render``, ``max_episode_steps`` = rows to draw, ``render_dir``, ``itr``)
+        and a title; the plotter picks the envs and writes ``<render_dir>/traj-<itr>.png``."""
+        states = self.last_states
+        return self.plotter(obs_full_trajs=states.transpose(1, 0, 2), n_render=self.render_num,
+                            max_episode_steps=states.shape[1], render_dir=self.logdir / "render", itr=itr,
+                            title=f"iteration {itr}")
 
 
 TrainPPODiffusionAgent = TrainPPOAgent
-
-
-def _wandb_cfg(cfg: DictConfig) -> dict | None:
-    w = cfg.get("wandb")
-    return OmegaConf.to_container(w, resolve=True) if w else None

@@ -1,6 +1,6 @@
-"""On-policy fine-tuning of single-step policies (Gaussian / GMM PPO, spec 3.1) with the shared PPO loop.
+"""On-policy fine-tuning of single-step policies (Gaussian / GMM PPO) with the shared PPO loop.
 
-``TrainPPOGaussianAgent`` is ``TrainPPOAgent`` plus what the reference's pixel agent adds (spec 2.8): with
+``TrainPPOGaussianAgent`` is ``TrainPPOAgent`` plus what the reference's pixel agent adds: with
 ``train.augment`` every stored rgb frame of the rollout is random-shifted once (RandomShiftsAug, pad 4)
 before old values / log-probs and all minibatch updates; ``train.grad_accumulate`` sums gradients over that
 many minibatches per optimizer step. Without those keys it is the plain loop.

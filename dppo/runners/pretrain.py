@@ -1,4 +1,4 @@
-"""Pre-training from demonstrations (spec 1.11-1.13): AdamW, per-epoch cosine schedule, EMA, checkpoints.
+"""Pre-training from demonstrations: AdamW, per-epoch cosine schedule, EMA, checkpoints.
 
 Works for any policy model exposing ``network`` (a Keras layer) and ``loss(actions, cond, net=...)``:
 diffusion, Gaussian and GMM policies alike.
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger, save_config
+from dppo.utils.logging import MetricLogger, save_config, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.scheduler import make_scheduler
 from dppo.utils.seeding import generator_states, restore_generators, seed_everything
@@ -105,7 +105,7 @@ class TrainDiffusionAgent:
 
     # ----------------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        logger = MetricLogger(self.logdir, _wandb_cfg(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
+        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
         if self.epoch:
             logger.truncate(self.epoch)
         start = time.time()
@@ -133,8 +133,3 @@ class TrainDiffusionAgent:
 
 
 TrainGaussianAgent = TrainDiffusionAgent
-
-
-def _wandb_cfg(cfg: DictConfig) -> dict | None:
-    w = cfg.get("wandb")
-    return OmegaConf.to_container(w, resolve=True) if w else None

@@ -10,8 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.data.normalization import Normalization
-
-Cond = dict[str, tf.Tensor]
+from dppo.utils.cond import Cond
 
 
 def as_cond(obs: dict[str, np.ndarray]) -> Cond:
@@ -64,10 +63,18 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
             "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None}
 
 
+def full_states(ro: dict[str, Any]) -> np.ndarray | None:
+    """(N, T, D) normalised states per env: the first observation, then every executed env step (None unless the
+    env passes full observations: ``env.save_full_observations``)."""
+    if ro["full_obs"] is None:
+        return None
+    return np.concatenate([ro["obs"]["state"][0, :, -1][:, None], ro["full_obs"]], axis=1)
+
+
 def raw_paths(ro: dict[str, Any], normalization: Normalization | None) -> list[np.ndarray]:
     """Per-env unnormalised state paths (first observation, then every executed env step), for plots."""
-    if ro["full_obs"] is None or normalization is None:
+    states = full_states(ro)
+    if states is None or normalization is None:
         return []
-    states = np.concatenate([ro["obs"]["state"][0, :, -1][:, None], ro["full_obs"]], axis=1)
     raw = normalization.unnormalize_obs(states)
     return [raw[e] for e in range(raw.shape[0])]

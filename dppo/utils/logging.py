@@ -80,3 +80,10 @@ class MetricLogger:
         self.writer.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def wandb_config(cfg: Any) -> dict | None:
+    """The run config's ``wandb`` block as a plain dict for :class:`MetricLogger` (None when absent or null)."""
+    from omegaconf import OmegaConf
+    w = cfg.get("wandb")
+    return OmegaConf.to_container(w, resolve=True) if w else None

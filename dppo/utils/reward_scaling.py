@@ -1,4 +1,5 @@
-"""Running reward scaling (spec 2.6.1): divide rewards by the running std of a discounted return."""
+"""Running reward scaling (the reference's RunningRewardScaler): divide rewards by the running std of a
+discounted return."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Cosine annealing with linear warm-up and restarts (spec 1.13), stepped explicitly (per epoch/iteration)."""
+"""Cosine annealing with linear warm-up and restarts (the reference's CosineAnnealingWarmupRestarts),
+stepped explicitly (per epoch/iteration)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from dppo.data.normalization import Normalization
 from dppo.envs.avoid import FINISH_Y, PILLAR_XY
 
 TRAJ_COLOR = (0.3, 0.3, 0.3)
@@ -91,31 +92,32 @@ def plot_avoid_grid(path: str | Path, panels: Mapping[tuple[str, str], Sequence[
 
 
 class TrajPlotter:
-    """Drop-in for the reference's ``env.plot_traj.TrajPlotter`` (env_type "avoid").
+    """Drop-in for the reference's ``env.plot_traj.TrajPlotter`` (env_type "avoid"), named by the configs'
+    ``train.plotter`` (fine-tuning) and ``plotter`` (evaluation) blocks.
 
     ``TrajPlotter(env_type="avoid", normalization_path=...)`` then
     ``plotter(obs_full_trajs=(T, N_e, 4) normalised obs, n_render=10, max_episode_steps=100,
     render_dir=..., itr=0)`` unnormalises, plots the desired xy (columns 0-1) of ``n_render`` random envs
-    for the first ``max_episode_steps`` rows and writes ``render_dir/traj-<itr>.png``. Other env types
-    plot nothing.
+    for the first ``max_episode_steps`` rows and writes ``render_dir/traj-<itr>.png`` (``itr`` may also be a
+    label such as "eval"), titled ``title`` when given. The envs are drawn with a generator seeded by ``seed``,
+    or, without one, by ``itr`` (the same envs for an iteration after a resume). Other env types plot nothing.
     """
 
     def __init__(self, env_type: str = "avoid", normalization_path: str | None = None, seed: int | None = None):
         self.env_type = env_type
-        self.rng = np.random.default_rng(seed)
-        self.obs_min = self.obs_max = None
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.normalization = None
         if env_type == "avoid":
             if normalization_path is None:
                 raise ValueError("TrajPlotter(env_type='avoid') needs normalization_path")
-            with np.load(normalization_path) as f:
-                self.obs_min, self.obs_max = f["obs_min"], f["obs_max"]
+            self.normalization = Normalization.load(normalization_path)
 
-    def __call__(self, obs_full_trajs: np.ndarray, n_render: int, max_episode_steps: int,
-                 render_dir: str | Path, itr: int) -> Path | None:
+    def __call__(self, obs_full_trajs: np.ndarray, n_render: int, max_episode_steps: int | None,
+                 render_dir: str | Path, itr: int | str, title: str | None = None) -> Path | None:
         if self.env_type != "avoid":
             return None
-        obs = np.asarray(obs_full_trajs, dtype=np.float64)
-        obs = (obs + 1.0) / 2.0 * (self.obs_max - self.obs_min) + self.obs_min
-        chosen = self.rng.choice(obs.shape[1], size=min(n_render, obs.shape[1]), replace=False)
+        obs = self.normalization.unnormalize_obs(np.asarray(obs_full_trajs, dtype=np.float64))
+        rng = self.rng if self.rng is not None else np.random.default_rng(itr if isinstance(itr, int) else 0)
+        chosen = rng.choice(obs.shape[1], size=min(n_render, obs.shape[1]), replace=False)
         trajs = [obs[:max_episode_steps, i, :2] for i in chosen]
-        return save_avoid_plot(Path(render_dir) / f"traj-{itr}.png", trajs)
+        return save_avoid_plot(Path(render_dir) / f"traj-{itr}.png", trajs, title=title)

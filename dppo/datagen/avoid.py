@@ -1,8 +1,8 @@
 """Scripted demonstrations for the D3IL Avoid task and DPPO's M1/M2/M3 datasets.
 
 D3IL's 96 human gamepad demonstrations (4 per each of the 24 paths) are replaced by a scripted
-demonstrator (spec ``avoid-task.md`` section 13) driven through :class:`dppo.envs.avoid.AvoidEnv`, so the
-desired point, the TCP tracker, collisions and mode labels are exactly the env's:
+demonstrator driven through :class:`dppo.envs.avoid.AvoidEnv`, so the desired point, the TCP tracker,
+collisions and mode labels are exactly the env's:
 
 1. gap x-targets at the three rows = the demos' measured mean x of the chosen bits + N(0, 0.015)
    (rows 1, 2) / N(0, 0.012) (row 3); end target y ~ U(0.42, 0.47) at the row-3 x shifted by the demos'
@@ -22,7 +22,7 @@ t = 0..T-2 over the T logged states (the last state is dropped). M-sets use DPPO
 rows; all kept demos go into ``train.npz`` (no validation split), normalised with the zero-initialised
 min/max of the reference **[quirk kept: it sets the published normalisation]**.
 
-Run ``python -m dppo.data.demos.avoid --out data/d3il`` (or ``dppo data avoid``); it writes
+Run ``python -m dppo.datagen.avoid --out data/d3il`` (or ``dppo data avoid``); it writes
 ``<out>/avoid_{m1,m2,m3,all}/{train.npz, normalization.npz, raw.npz, trajs.png}`` and prints statistics
 next to the original dataset's. ``--images [--image-size 32]`` then writes the pixel sets
 ``<out>/avoid_{m1,m2,m3}_img`` from them (:func:`write_avoid_image_dataset`).
@@ -52,7 +52,7 @@ from dppo.envs.avoid import (
     parse_filter_mode,
 )
 
-# measured on the 96 released demos (spec section 6): mean TCP x when each row is crossed, per bit
+# measured on the 96 released demos: mean TCP x when each row is crossed, per bit
 GAP_X_MEAN = {0: 0.424, 1: 0.587, 2: 0.345, 3: 0.497, 4: 0.659, 5: 0.282, 6: 0.424, 7: 0.572, 8: 0.723}
 END_X_MEAN = {5: 0.267, 6: 0.408, 7: 0.566, 8: 0.698}  # mean final x per row-3 bit
 ROW_X_STD = (0.015, 0.015, 0.012)
@@ -70,8 +70,8 @@ MAX_MOVING_STEPS = 400
 ALL_COMBOS = tuple((b1, b2, b3) for b1 in ROW_BITS[0] for b2 in ROW_BITS[1] for b3 in ROW_BITS[2])
 M_SETS = {"avoid_m1": "d56_r12", "avoid_m2": "d57_r12", "avoid_m3": "d58_r12"}
 
-# the original data as recomputed in the spec (sections 7 and 10), printed beside ours
-SPEC_STATS = {
+# the original data (DPPO's M1/M2/M3 sets of D3IL's 96 demos and all of them), printed beside ours
+ORIGINAL_STATS = {
     "avoid_m1": {"demos": 8, "transitions": 571, "lengths": "67-91",
                  "obs_min": [0, -0.27974, 0, -0.28194], "obs_max": [0.59942, 0.47532, 0.60219, 0.46474],
                  "action_min": [-0.0125, 0], "action_max": [0.00935, 0.0125]},
@@ -281,7 +281,7 @@ def print_statistics(demos: list[AvoidDemo], sets: dict[str, list], out: Path | 
     total_attempts = sum(d.attempts for d in demos)
     reasons = Counter(r for d in demos for r in d.rejections)
     print(f"scripted Avoid demos: {n} accepted, {total_attempts} attempts; first-try acceptance "
-          f"{first_try}/{n} = {first_try / n:.1%} (spec prototype 96%); rejections: "
+          f"{first_try}/{n} = {first_try / n:.1%} (the recipe's prototype: 96%); rejections: "
           f"{dict(reasons.most_common()) or 'none'}")
     combo_counts = Counter(d.combo for d in demos)
     print("demos per combination (row1, row2, row3 bits):")
@@ -312,18 +312,18 @@ def print_statistics(demos: list[AvoidDemo], sets: dict[str, list], out: Path | 
     min_clear = min(float(clearance(d.tcp).min()) for d in demos)
     print(f"minimum TCP clearance to a collision distance: {min_clear:.4f} (original 0.0019)")
     for name, subset in sets.items():
-        spec = SPEC_STATS[name]
+        orig = ORIGINAL_STATS[name]
         lengths = np.array([len(d.actions) for d in subset])
         combos = Counter(d.combo for d in subset)
-        print(f"\n{name} ({M_SETS.get(name, 'all demos')}): {len(subset)} demos (original {spec['demos']}), "
-              f"{lengths.sum()} transitions (original {spec['transitions']}), transitions per demo "
-              f"{lengths.min()}-{lengths.max()} (original {spec['lengths']}); combinations "
+        print(f"\n{name} ({M_SETS.get(name, 'all demos')}): {len(subset)} demos (original {orig['demos']}), "
+              f"{lengths.sum()} transitions (original {orig['transitions']}), transitions per demo "
+              f"{lengths.min()}-{lengths.max()} (original {orig['lengths']}); combinations "
               f"{dict(sorted(combos.items()))}")
         if out is not None:
             with np.load(Path(out) / name / "normalization.npz") as f:
                 norm = {k: f[k] for k in f.files}
             for key in ("obs_min", "obs_max", "action_min", "action_max"):
-                print(f"   {key:10s} ours {_fmt(norm[key])}   original {_fmt(spec[key])}")
+                print(f"   {key:10s} ours {_fmt(norm[key])}   original {_fmt(orig[key])}")
 
 
 def cli(argv: list[str] | None = None) -> None:

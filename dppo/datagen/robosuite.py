@@ -12,7 +12,7 @@ after the task first reports success.
 
 Command line (also ``dppo data robomimic``)::
 
-    python -m dppo.data.demos.robosuite --task lift --n 100 --seed 0      # -> data/robomimic/lift/
+    python -m dppo.datagen.robosuite --task lift --n 100 --seed 0      # -> data/robomimic/lift/
 """
 
 from __future__ import annotations

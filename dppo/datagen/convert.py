@@ -1,16 +1,22 @@
-"""Converters from public dataset formats to the npz format of :mod:`dppo.data.npz` (spec 6.1/6.3)."""
+"""Converters from public dataset formats to the npz format of :mod:`dppo.data.npz`: robomimic hdf5, D4RL hdf5,
+Minari, and data already in the reference's npz format.
+
+    python -m dppo.datagen.convert robomimic FILE.hdf5 OUT_DIR [--task T] [--cameras C ...] [--max-episodes N]
+"""
 
 from __future__ import annotations
 
-# --- robomimic ---
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from dppo.data.npz import write_dataset
+from dppo.data.normalization import Normalization, minmax
+from dppo.data.npz import DatasetError, load_npz, write_dataset
+from dppo.datagen.d4rl import process_d4rl, split_d4rl
 
 # robomimic low-dim keys (reference's process_robomimic_dataset.py order); "object" is robosuite's object-state
 _ROBOMIMIC_PROPRIO = ("eef_pos", "eef_quat", "gripper_qpos")
@@ -101,8 +107,8 @@ def convert_robomimic_hdf5(hdf5_path: str | Path, out_dir: str | Path, task: str
 
 
 def robomimic_cli(argv: list[str] | None = None) -> dict:
-    """``python -m dppo.data.convert robomimic FILE.hdf5 OUT_DIR [--task T] [--cameras C ...] [--max-episodes N]``"""
-    p = argparse.ArgumentParser(prog="dppo data convert robomimic",
+    """``python -m dppo.datagen.convert robomimic FILE.hdf5 OUT_DIR [--task T] [--cameras C ...] [--max-episodes N]``"""
+    p = argparse.ArgumentParser(prog="python -m dppo.datagen.convert robomimic",
                                 description="Convert a robomimic hdf5 dataset to train.npz + normalization.npz")
     p.add_argument("hdf5")
     p.add_argument("out")
@@ -117,26 +123,19 @@ def robomimic_cli(argv: list[str] | None = None) -> dict:
 
 
 # --- D4RL / Minari / reference npz -----------------------------------------------------------------------
-# Gym locomotion data from elsewhere, processed exactly as the reference's get_d4rl_dataset.py (spec 6.3):
-# split at terminals/timeouts, whole-data min/max, drop trajectories with non-positive return, normalise to
-# [-1, 1]; writes train.npz (states, actions, rewards, terminals, traj_lengths) + normalization.npz.
-from pathlib import Path as _Path  # noqa: E402
-
-import numpy as _np  # noqa: E402
-
+# Gym locomotion data from elsewhere, processed exactly as the reference's get_d4rl_dataset.py
+# (dppo.datagen.d4rl): split at terminals/timeouts, whole-data min/max, drop trajectories with non-positive
+# return, normalise to [-1, 1]; writes train.npz (states, actions, rewards, terminals, traj_lengths) +
+# normalization.npz.
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")
 
 
-def convert_d4rl_hdf5(path: str | _Path, out_dir: str | _Path) -> dict:
+def convert_d4rl_hdf5(path: str | Path, out_dir: str | Path) -> dict:
     """A D4RL hdf5 file (flat ``observations``, ``actions``, ``rewards``, ``terminals`` and optional
     ``timeouts``) -> ``out_dir/{train.npz, normalization.npz}``; returns statistics of the kept data."""
     import h5py
 
-    from dppo.data.demos.locomotion import process_d4rl, split_d4rl
-    from dppo.data.normalization import Normalization, minmax
-    from dppo.data.npz import DatasetError
-
-    path = _Path(path)
+    path = Path(path)
     if not path.is_file():
         raise DatasetError(f"D4RL file {path} does not exist")
     with h5py.File(path, "r") as f:
@@ -153,25 +152,20 @@ def convert_d4rl_hdf5(path: str | _Path, out_dir: str | _Path) -> dict:
         raise DatasetError(f"D4RL file {path}: {e}") from e
 
 
-def _minari_file(dataset_dir: _Path) -> _Path:
+def _minari_file(dataset_dir: Path) -> Path:
     for candidate in (dataset_dir, dataset_dir / "data" / "main_data.hdf5", dataset_dir / "main_data.hdf5"):
         if candidate.is_file():
             return candidate
-    from dppo.data.npz import DatasetError
-
     raise DatasetError(f"no Minari main_data.hdf5 in {dataset_dir} (looked in {dataset_dir}/data/ and {dataset_dir}/)")
 
 
-def convert_minari(dataset_dir: str | _Path, out_dir: str | _Path) -> dict:
+def convert_minari(dataset_dir: str | Path, out_dir: str | Path) -> dict:
     """A Minari dataset (``<dir>/data/main_data.hdf5`` with groups ``episode_<i>`` holding ``observations``
     (T+1 rows: the final observation is dropped), ``actions``, ``rewards``, ``terminations``,
     ``truncations``) -> ``out_dir/{train.npz, normalization.npz}``; returns statistics of the kept data."""
     import h5py
 
-    from dppo.data.demos.locomotion import process_d4rl
-    from dppo.data.npz import DatasetError
-
-    path = _minari_file(_Path(dataset_dir))
+    path = _minari_file(Path(dataset_dir))
     trajs = []
     with h5py.File(path, "r") as f:
         names = sorted((k for k in f.keys() if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
@@ -189,8 +183,8 @@ def convert_minari(dataset_dir: str | _Path, out_dir: str | _Path) -> dict:
             if len(obs) != len(actions) + 1:
                 raise DatasetError(f"Minari file {path}: {name} has {len(obs)} observations for {len(actions)} "
                                    f"actions; expected one more observation than actions")
-            trajs.append({"states": obs[:-1].astype(_np.float32), "actions": actions.astype(_np.float32),
-                          "rewards": ep["rewards"][()].astype(_np.float32).reshape(-1),
+            trajs.append({"states": obs[:-1].astype(np.float32), "actions": actions.astype(np.float32),
+                          "rewards": ep["rewards"][()].astype(np.float32).reshape(-1),
                           "terminals": ep["terminations"][()].astype(bool).reshape(-1)})
     try:
         return process_d4rl(trajs, out_dir)
@@ -198,19 +192,14 @@ def convert_minari(dataset_dir: str | _Path, out_dir: str | _Path) -> dict:
         raise DatasetError(f"Minari file {path}: {e}") from e
 
 
-def convert_reference_npz(path: str | _Path, out_dir: str | _Path,
-                          normalization_path: str | _Path | None = None) -> _Path:
+def convert_reference_npz(path: str | Path, out_dir: str | Path,
+                          normalization_path: str | Path | None = None) -> Path:
     """A data set already in the reference's format (e.g. its released ``train.npz``): validate it and its
     ``normalization.npz`` (beside it unless given; it cannot be recomputed from normalised data), then copy
     both into ``out_dir``. Returns the copied ``train.npz``."""
-    import shutil
-
-    from dppo.data.normalization import Normalization
-    from dppo.data.npz import DatasetError, load_npz
-
-    path = _Path(path)
+    path = Path(path)
     data = load_npz(path)
-    norm_path = _Path(normalization_path) if normalization_path else path.parent / "normalization.npz"
+    norm_path = Path(normalization_path) if normalization_path else path.parent / "normalization.npz"
     if not norm_path.is_file():
         raise DatasetError(f"{path} needs its normalization file, not found at {norm_path}: the min/max used to "
                            f"normalise the data cannot be recovered from the data itself (pass normalization_path)")
@@ -221,9 +210,9 @@ def convert_reference_npz(path: str | _Path, out_dir: str | _Path,
     for key, arr, lo in (("states", data["states"], norm.obs_min), ("actions", data["actions"], norm.action_min)):
         if arr.shape[1] != lo.shape[-1]:
             raise DatasetError(f"{path}: '{key}' have dim {arr.shape[1]} but {norm_path} has {lo.shape[-1]}")
-        if _np.abs(arr).max() > 1.0 + 1e-3:
-            raise DatasetError(f"{path}: '{key}' are not normalised to [-1, 1] (max |x| = {_np.abs(arr).max():.3g})")
-    out = _Path(out_dir)
+        if np.abs(arr).max() > 1.0 + 1e-3:
+            raise DatasetError(f"{path}: '{key}' are not normalised to [-1, 1] (max |x| = {np.abs(arr).max():.3g})")
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if path.resolve() != (out / "train.npz").resolve():
         shutil.copy2(path, out / "train.npz")
@@ -238,4 +227,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "robomimic":
         robomimic_cli(sys.argv[2:])
     else:
-        print("usage: python -m dppo.data.convert robomimic FILE.hdf5 OUT_DIR [--task T] [--cameras C ...]")
+        print("usage: python -m dppo.datagen.convert robomimic FILE.hdf5 OUT_DIR [--task T] [--cameras C ...]")

@@ -1,7 +1,7 @@
 """D4RL-"medium"-style data sets for Hopper, Walker2d and HalfCheetah, made here with our own SAC.
 
 D4RL's ``<task>-medium-v2`` data (1M transitions from a SAC policy stopped at roughly a third of expert
-performance, rolled out with its own stochasticity) cannot be downloaded here (spec stack.md 6), so
+performance, rolled out with its own stochasticity) cannot be downloaded here (no network access), so
 ``dppo data gym --task hopper`` rebuilds the recipe on gymnasium's v5 envs (raw observations/actions):
 
 1. train SAC (:class:`dppo.runners.off_policy.TrainSACAgent`, reference hyperparameters: 2x256 ReLU
@@ -17,8 +17,8 @@ performance, rolled out with its own stochasticity) cannot be downloaded here (s
    (default sized so that ``train.npz`` stays under 10 MB: far fewer than D4RL's 1M, plenty for
    behaviour cloning), marking env terminations as ``terminals`` and time limits / the final cut as
    ``timeouts``;
-4. process as the reference's ``get_d4rl_dataset.py`` (spec 6.3): split at terminals or timeouts, min/max
-   over the whole data, drop trajectories with non-positive return, normalise to [-1, 1]; write
+4. process as the reference's ``get_d4rl_dataset.py`` (:mod:`dppo.datagen.d4rl`): split at terminals or
+   timeouts, min/max over the whole data, drop trajectories with non-positive return, normalise to [-1, 1]; write
    ``<out>/<task>-medium-v2/{train.npz, normalization.npz, README.md}`` (train.npz also holds rewards and
    terminals for Q-learning methods).
 
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from dppo.data.normalization import Normalization, minmax
+from dppo.datagen.d4rl import process_d4rl, split_d4rl
 
 TASKS = ("hopper", "walker2d", "halfcheetah")
 TARGET_RETURN = {"hopper": 1400.0, "walker2d": 3000.0, "halfcheetah": 4700.0}
@@ -47,68 +47,11 @@ DEFAULT_SAC_STEPS = {"hopper": 200_000, "walker2d": 300_000, "halfcheetah": 200_
 DEFAULT_TRANSITIONS = {"hopper": 150_000, "walker2d": 100_000, "halfcheetah": 100_000}
 RAW_WRAPPERS = {"multi_step": {"n_obs_steps": 1, "n_action_steps": 1, "max_episode_steps": 1000,
                                "reset_within_step": True}}
-SHIPPED_DIR = Path(__file__).resolve().parents[3] / "data_shipped" / "gym"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data_shipped" / "gym"
 
 
 def dataset_name(task: str) -> str:
     return f"{task}-medium-v2"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# D4RL processing (shared with dppo.data.convert)
-def split_d4rl(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminals: np.ndarray,
-               timeouts: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
-    """Cut flat D4RL-style arrays into raw trajectories after every terminal or timeout flag.
-
-    Rows after the last flag (an unfinished tail) are dropped, as the reference's loop only closes a
-    trajectory at a flag.
-    """
-    n = len(observations)
-    for key, arr in (("actions", actions), ("rewards", rewards), ("terminals", terminals)):
-        if len(arr) != n:
-            raise ValueError(f"'{key}' has {len(arr)} rows but 'observations' has {n}")
-    terminals = np.asarray(terminals).astype(bool).reshape(-1)
-    ends = terminals.copy()
-    if timeouts is not None:
-        if len(timeouts) != n:
-            raise ValueError(f"'timeouts' has {len(timeouts)} rows but 'observations' has {n}")
-        ends |= np.asarray(timeouts).astype(bool).reshape(-1)
-    trajs, start = [], 0
-    for end in np.flatnonzero(ends):
-        sl = slice(start, end + 1)
-        trajs.append({"states": np.asarray(observations[sl], np.float32),
-                      "actions": np.asarray(actions[sl], np.float32),
-                      "rewards": np.asarray(rewards[sl], np.float32).reshape(-1),
-                      "terminals": terminals[sl]})
-        start = end + 1
-    return trajs
-
-
-def process_d4rl(trajectories: list[dict[str, np.ndarray]], out_dir: str | Path,
-                 normalization: Normalization | None = None) -> dict[str, Any]:
-    """The reference's ``get_d4rl_dataset`` processing on raw trajectories: whole-data min/max (of all
-    ``trajectories`` unless ``normalization`` is given), drop trajectories whose return is not positive,
-    normalise, write ``train.npz`` + ``normalization.npz``. Returns statistics of the kept data."""
-    from dppo.data.npz import write_dataset
-
-    if not trajectories:
-        raise ValueError("no complete trajectory (no terminal or timeout flag) in the data")
-    norm = normalization
-    if norm is None:
-        states = np.concatenate([t["states"] for t in trajectories])
-        actions = np.concatenate([t["actions"] for t in trajectories])
-        norm = Normalization(*minmax(states), *minmax(actions))
-    kept = [t for t in trajectories if float(np.sum(t["rewards"])) > 0]
-    if not kept:
-        raise ValueError("every trajectory has a non-positive return; nothing to write")
-    path = write_dataset(out_dir, kept, normalization=norm)
-    returns = np.array([float(np.sum(t["rewards"])) for t in kept])
-    lengths = np.array([len(t["actions"]) for t in kept])
-    return {"path": str(path), "n_traj": len(kept), "n_dropped": len(trajectories) - len(kept),
-            "n_transitions": int(lengths.sum()), "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()), "return_min": float(returns.min()),
-            "return_max": float(returns.max()), "length_mean": float(lengths.mean()),
-            "size_mb": Path(path).stat().st_size / 2**20}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -286,7 +229,7 @@ def write_readme(out_dir: Path, info: dict[str, Any]) -> None:
     text = f"""# {dataset_name(info['task'])} (made here, not D4RL's)
 
 Made by `dppo data gym --task {info['task']} --seed {info['seed']} --batch-size {info.get('sac_batch_size', 256)}`
-(dppo/data/demos/locomotion.py; otherwise the reference's SAC settings) on gymnasium `{info['env']}`
+(dppo/datagen/locomotion.py; otherwise the reference's SAC settings) on gymnasium `{info['env']}`
 (raw observations and actions), in the format of the reference's
 `get_d4rl_dataset.py` output: `train.npz` (states, actions normalised to [-1, 1]; rewards; terminals;
 traj_lengths) and `normalization.npz` (obs_min, obs_max, action_min, action_max).
