@@ -7,7 +7,7 @@
 5. evaluate the fine-tuned policy (100 episodes);
 6. write trajectory figures before/after, the learning curve, metrics and a summary.
 
-    python -m dppo.demo [--out runs/demo] [--pretrain-epochs 3000] [--ft-itr 20] [--seed 42]
+    python -m dppo.demo [--out runs/demo] [--pretrain-epochs 3000] [--ft-itr 51] [--seed 42]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default=None, help="run folder (default runs/demo_<time>)")
     p.add_argument("--data", default="data/d3il")
     p.add_argument("--pretrain-epochs", type=int, default=3000)
-    p.add_argument("--ft-itr", type=int, default=20)
+    p.add_argument("--ft-itr", type=int, default=51, help="fine-tuning iterations (the reference config's 51)")
     p.add_argument("--eval-episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
