@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
@@ -18,6 +17,7 @@ from omegaconf import DictConfig
 from dppo.nets.vit import RandomShiftsAug
 from dppo.runners.ppo import TrainPPOAgent
 from dppo.utils.seeding import tf_stream
+from dppo.utils.validate import instantiate
 
 AUGMENT_CHUNK = 1024  # frames per compiled augmentation call
 
@@ -34,9 +34,9 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
         self._shift = tf.function(lambda x: self.aug(x), autograph=False) if self.augment else None
 
     def build_model(self, cfg: DictConfig) -> Any:
-        actor_ft = hydra.utils.instantiate(cfg.model.actor)
+        actor_ft = instantiate(cfg.model.actor)
         extra = {"grad_accumulate": self.grad_accumulate} if self.grad_accumulate > 1 else {}
-        model = hydra.utils.instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed, **extra)
+        model = instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed, **extra, **self.model_kwargs(cfg))
         if self.augment:
             model.augment_rng = tf_stream(self.seed, "augment")
         return model
