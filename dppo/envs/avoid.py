@@ -23,12 +23,12 @@ What the MuJoCo arm does and this port does not: the tracking controller. ``trac
 spec section 3: ``"second_order"`` (default; spec choice (b), v <- 0.2 (d - c) + 0.7 v, c <- c + v, mean
 open-loop error 1.55 cm against the demos), ``"delay"`` (choice (a): the TCP reaches the previous set-point,
 1.65 cm) or ``"perfect"`` (c = d, 1.96 cm). ``pillars`` says what a pillar does to the rod: ``"slide"``
-(default) stops it at the surface like MuJoCo's contact, keeping the motion along the surface (no friction), and the contact is seen by the
-next step's collision test as MuJoCo's contact list would show it; ``"freeze"`` holds the TCP where the contact
-was detected; ``"pass"`` lets it through (the port's earlier behaviour). The reward is the same until the first
-contact and -0.1 afterwards in every mode; only the states after a contact differ, which is what the critic
-sees (in "pass" mode a collided rollout can travel on to the finish line). z, orientation and the arm's reach
-are not modelled.
+(default) stops it at the surface like MuJoCo's contact, keeping the motion along the surface (no friction), and
+the contact is seen by the next step's collision test as MuJoCo's contact list would show it; ``"freeze"`` holds
+the TCP where the contact was detected; ``"pass"`` lets it through (the port's earlier behaviour). The reward
+is the same until the first contact and -0.1 afterwards in every mode; only the states after a contact differ,
+which is what the critic sees (in "pass" mode a collided rollout can travel on to the finish line). z,
+orientation and the arm's reach are not modelled.
 
 DPPO's success definition
 -------------------------
