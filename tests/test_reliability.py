@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from gymnasium import spaces
+from omegaconf import OmegaConf
 from test_finetune_runner import avoid_cfg, ppo_cfg
 from test_pretrain import pretrain_cfg
 
@@ -88,6 +89,16 @@ def test_pretraining_checks_data_dims_before_the_first_epoch(two_mode_dataset, t
     assert not (tmp_path / "run").exists()
 
 
+def test_unknown_keys_of_model_and_network_blocks_are_config_errors(two_mode_dataset, tmp_path):
+    for key, message in (("model.foo", r"^model\.foo: unknown key \(TypeError"),
+                         ("model.network.foo", r"^model\.network\.foo: unknown key \(ValueError")):
+        cfg = tiny_pretrain(two_mode_dataset, tmp_path / "run")
+        OmegaConf.update(cfg, key, 1, force_add=True)
+        with pytest.raises(ConfigError, match=message):
+            TrainDiffusionAgent(cfg)
+    assert not (tmp_path / "run").exists()
+
+
 def test_top_level_cond_steps_reaches_the_model(two_mode_dataset, tmp_path):
     cfg = tiny_pretrain(two_mode_dataset, tmp_path / "run", n_epochs=1)
     cfg.cond_steps = cfg.train_dataset.cond_steps = 2
@@ -138,10 +149,12 @@ def test_half_written_last_row_is_dropped_and_rows_past_the_checkpoint_truncated
 def test_stale_temporary_checkpoint_files_are_removed(tmp_path):
     var = tf.Variable(np.ones(3, np.float32))
     ckpt.save_checkpoint(tmp_path / "state_1.npz", {"w": [var]})
-    stale = tmp_path / ".state_2.x1y2.tmp.npz"
-    stale.write_bytes(b"PK\x03\x04 half a zip")
+    stale = [tmp_path / ".state_2.x1y2.tmp.npz", tmp_path / "config.yaml.tmp"]
+    for p in stale:
+        p.write_bytes(b"PK\x03\x04 half written")
     assert ckpt.latest_checkpoint(tmp_path).name == "state_1.npz"  # never mistaken for a checkpoint
-    assert ckpt.remove_stale_temporaries(tmp_path) == [stale] and not stale.exists()
+    assert ckpt.remove_stale_temporaries(tmp_path) == sorted(stale) and not any(p.exists() for p in stale)
+    assert ckpt.latest_checkpoint(tmp_path).name == "state_1.npz"
 
 
 def test_write_errors_name_the_file_and_keep_the_previous_checkpoint(tmp_path, monkeypatch):

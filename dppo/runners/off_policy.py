@@ -280,7 +280,8 @@ class TrainSACAgent:
             lambda: ckpt.latest_checkpoint(self.checkpoint_dir),
             GuardSettings.from_config(train.get("divergence_guard"), "divergence_guard" in train))
         # every check has passed: from here on the run may write into its folder
-        ckpt.remove_stale_temporaries(self.checkpoint_dir)
+        for folder in (self.checkpoint_dir, self.logdir, self.logdir / ".hydra"):
+            ckpt.remove_stale_temporaries(folder)
         save_config(cfg, self.logdir)
 
     # ------------------------------------------------------------------------------------------ checkpoints

@@ -109,9 +109,10 @@ def raise_with_path(e: OSError, path: str | Path) -> None:
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that killed atomic writes left in ``directory``; returns them."""
+    """Delete the temporary files that killed atomic writes left in ``directory`` (``*.tmp.npz`` of checkpoints
+    and replay buffers, ``*.tmp`` of text files); returns them."""
     directory = Path(directory)
-    stale = sorted(directory.glob(f"*{TMP_SUFFIX}")) if directory.is_dir() else []
+    stale = sorted({*directory.glob(f"*{TMP_SUFFIX}"), *directory.glob("*.tmp")}) if directory.is_dir() else []
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
