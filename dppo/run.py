@@ -2,10 +2,17 @@
 
 Configs written for the PyTorch reference work unchanged: their ``_target_`` class paths are mapped to
 this package's classes (``REFERENCE_TARGETS``).
+
+Hydra normally records the config in ``<run dir>/.hydra/`` before the app starts, so a refused resume would
+overwrite the record of the run it refused to touch. Here the entry turns that off
+(``hydra.output_subdir=null`` unless the command line sets it) and writes the same three files itself once the
+agent is built, i.e. once every check (config, data, checkpoint) has passed. A refused run exits with one line
+naming the problem.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -14,7 +21,7 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -89,27 +96,72 @@ def compose_config(config_dir: str | os.PathLike, name: str, overrides: list[str
     return cfg
 
 
+HYDRA_SUBDIR = ".hydra"  # where Hydra would have written its record of the run
+_deferred_hydra_record = False  # set by cli_main when it took over writing that record
+
+
 def run_config(cfg: DictConfig):
     """Resolve, build the agent class named by ``cfg._target_`` with the whole config, and run it."""
-    OmegaConf.resolve(cfg)
+    from dppo.utils.validate import ConfigError
+
+    unresolved = copy.deepcopy(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as e:  # an interpolation that cannot be computed (e.g. ${eval:...} of a null value)
+        key = getattr(e, "full_key", "")
+        raise ConfigError(f"{key + ': ' if key else ''}{str(e).splitlines()[0]}") from e
     OmegaConf.set_struct(cfg, False)
     map_targets(cfg)
     OmegaConf.set_struct(cfg, True)
     if "_target_" not in cfg:
         raise KeyError("the config has no top-level '_target_' naming the agent class to run")
-    agent = get_class(cfg._target_)(cfg)
+    agent = get_class(cfg._target_)(cfg)  # validates everything; writes nothing unless the checks pass
+    if _deferred_hydra_record:
+        write_hydra_record(unresolved)
     return agent.run()
+
+
+def write_hydra_record(task_cfg: DictConfig) -> None:
+    """Write ``.hydra/{config,hydra,overrides}.yaml`` into the run dir as Hydra would have before the app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dppo.utils.logging import save_config
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+    out = Path(hydra_cfg.hydra.runtime.output_dir) / HYDRA_SUBDIR
+    overrides = hydra_cfg.hydra.overrides.task
+    with read_write(hydra_cfg.hydra), open_dict(hydra_cfg.hydra):
+        hydra_cfg.hydra.output_subdir = HYDRA_SUBDIR
+        hydra_cfg.hydra.overrides.hydra = [o for o in hydra_cfg.hydra.overrides.hydra
+                                           if not o.startswith("hydra.output_subdir=")]
+    save_config(task_cfg, out, "config.yaml", resolve=False)
+    save_config(hydra_cfg, out, "hydra.yaml", resolve=False)
+    save_config(overrides, out, "overrides.yaml", resolve=False)
 
 
 @hydra.main(version_base=None, config_path=None, config_name=None)
 def main(cfg: DictConfig):
-    return run_config(cfg)
+    from dppo.data.normalization import DatasetError
+    from dppo.utils.checkpoint import CheckpointError
+    from dppo.utils.guard import DivergenceError, RolloutError
+    from dppo.utils.validate import ConfigError
+
+    try:
+        return run_config(cfg)
+    except (ConfigError, DatasetError, CheckpointError, DivergenceError, RolloutError) as e:
+        sys.exit(f"error: {e}")  # one line naming the key, the file or the source
 
 
 def cli_main(argv: list[str] | None = None) -> None:
     """Run Hydra with ``argv`` (defaults to sys.argv[1:])."""
+    global _deferred_hydra_record
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     register_resolvers()
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    if not any(a.lstrip("+").startswith("hydra.output_subdir=") for a in sys.argv[1:]):
+        sys.argv.append("hydra.output_subdir=null")
+        _deferred_hydra_record = True
     main()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dppo.data.npz import load_npz
+from dppo.data.npz import DatasetError, load_npz
 
 
 def window_indices(traj_lengths: np.ndarray, horizon_steps: int) -> np.ndarray:
@@ -48,7 +48,8 @@ class StitchedSequenceDataset:
         self.traj_lengths = lengths
         self.indices = window_indices(lengths, horizon_steps)
         if len(self.indices) == 0:
-            raise ValueError(f"dataset {dataset_path}: no trajectory is as long as horizon_steps={horizon_steps}")
+            raise DatasetError(f"dataset {dataset_path}: no trajectory is as long as horizon_steps={horizon_steps} "
+                               f"(longest: {int(lengths.max()) if len(lengths) else 0})")
         self.state_rows = history_indices(self.indices, cond_steps)
         self.image_rows = history_indices(self.indices, img_cond_steps)
 

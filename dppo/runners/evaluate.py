@@ -14,17 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from dppo.data.normalization import Normalization
+from dppo.data.normalization import Normalization, check_normalization_dims
 from dppo.envs import tasks
 from dppo.envs.factory import make_from_config
 from dppo.policies.diffusion import DiffusionModel
 from dppo.runners.episodes import episode_stats, first_episode_returns
 from dppo.runners.rollout import full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
+from dppo.utils import validate
 from dppo.utils.logging import save_config
 from dppo.utils.seeding import seed_everything
 
@@ -38,7 +38,7 @@ def load_for_eval(model: Any, network_cfg: DictConfig, path: str | Path) -> str:
     if not isinstance(model, DiffusionModel):  # Gaussian / GMM PPO fine-tunes the whole policy network
         ckpt.restore_group(state, "actor_ft", model.network.weights, path)
         return "fine-tuned"
-    actor_ft = hydra.utils.instantiate(network_cfg)
+    actor_ft = validate.instantiate(network_cfg)
     model.build_network(actor_ft)
     ckpt.restore_group(state, "network", model.network.weights, path)
     ckpt.restore_group(state, "actor_ft", actor_ft.weights, path)
@@ -52,20 +52,26 @@ class EvalDiffusionAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
+        validate.validate_config(cfg, "eval")
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
         self.logdir = Path(cfg.logdir)
-        save_config(cfg, self.logdir)
+        path = cfg.get("base_policy_path") or cfg.model.get("network_path")
+        if path:  # a policy trained with other dims or denoising steps is refused before anything is built
+            validate.check_base_checkpoint(cfg, path)
+        check_normalization_dims(cfg)
         self.n_steps, self.act_steps = int(cfg.n_steps), int(cfg.act_steps)
         self.render_num = int(cfg.get("render_num", 0))
-        self.plotter = hydra.utils.instantiate(cfg.plotter) if cfg.get("plotter") else None
+        self.plotter = validate.instantiate(cfg.plotter) if cfg.get("plotter") else None
         self.venv = make_from_config(cfg.env, self.seed)
         self.success_threshold = float(cfg.env.get("best_reward_threshold_for_success", 1.0))
         self.normalization = Normalization.load(cfg.normalization_path) if cfg.get("normalization_path") else None
-        self.model = hydra.utils.instantiate(cfg.model, network_path=None, seed=self.seed)
-        path = cfg.get("base_policy_path") or cfg.model.get("network_path")
+        self.model = validate.instantiate(
+            cfg.model, network_path=None, seed=self.seed,
+            **validate.inherited(cfg, "model", ("cond_steps",), validate.target_accepts(cfg.model._target_)))
         self.weights = load_for_eval(self.model, cfg.model.network, path) if path else "random"
         self.deterministic = bool(cfg.get("deterministic", True))
+        save_config(cfg, self.logdir)  # every check has passed
 
     def video_options(self) -> list[dict] | None:
         """With ``env.save_video``, the first ``render_num`` envs record their first episode to

@@ -44,9 +44,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dppo.algos.sac import SAC
+from dppo.data.normalization import check_normalization_dims
 from dppo.envs.factory import make_env, wrap
 from dppo.utils import checkpoint as ckpt
-from dppo.utils.logging import MetricLogger, wandb_config
+from dppo.utils import validate
+from dppo.utils.faults import fault_point
+from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
+from dppo.utils.logging import MetricLogger, save_config, wandb_config
 from dppo.utils.seeding import np_stream, seed_everything
 
 log = logging.getLogger(__name__)
@@ -221,10 +225,15 @@ class TrainSACAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
+        validate.validate_config(cfg, "sac")
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
         self.logdir = Path(cfg.logdir)
         self.checkpoint_dir = self.logdir / "checkpoint"
+        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
+        if state is not None:  # before building envs and networks
+            validate.check_resume(cfg, "sac", state, state.path)
+        check_normalization_dims(cfg)
         train, env_cfg = cfg.train, cfg.env
         self.n_train_itr = int(train.n_train_itr)
         self.n_steps = int(train.get("n_steps", 1))
@@ -262,8 +271,19 @@ class TrainSACAgent:
         if int(cfg.get("horizon_steps", 1)) != self.act_steps:
             raise ValueError(f"SAC needs horizon_steps == act_steps (got {cfg.get('horizon_steps', 1)} and "
                              f"{self.act_steps})")
-        if cfg.get("resume", False):
-            self.resume()
+        if state is not None:
+            self.resume(state)
+        elif cfg.get("resume", False):
+            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+        self.guard = DivergenceGuard(
+            "SAC", "iteration", f"an update too large - lower train.actor_lr ({float(train.get('actor_lr', 3e-4)):g}) "
+            f"/ train.critic_lr ({float(train.get('critic_lr', 1e-3)):g}), or train.scale_reward_factor",
+            lambda: ckpt.latest_checkpoint(self.checkpoint_dir),
+            GuardSettings.from_config(train.get("divergence_guard"), "divergence_guard" in train))
+        # every check has passed: from here on the run may write into its folder
+        for folder in (self.checkpoint_dir, self.logdir, self.logdir / ".hydra"):
+            ckpt.remove_stale_temporaries(folder)
+        save_config(cfg, self.logdir)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_groups(self) -> dict[str, list[tf.Variable]]:
@@ -276,18 +296,25 @@ class TrainSACAgent:
     def save(self) -> Path:
         path = ckpt.save_checkpoint(
             ckpt.checkpoint_path(self.checkpoint_dir, self.itr), self.checkpoint_groups(),
-            {"itr": self.itr, "env_steps": self.env_steps})
+            {"itr": self.itr, "env_steps": self.env_steps, **validate.run_record(self.cfg, "sac")})
         self.buffer.save(self.buffer_path, {"itr": self.itr, "rng": json.dumps(self.rng.bit_generator.state)})
         return path
 
-    def resume(self) -> None:
-        state = ckpt.restore_latest(self.checkpoint_dir, self.checkpoint_groups())
+    def resume(self, state: ckpt.CheckpointState | None = None) -> None:
+        state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)
         if state is None:
+            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return
-        self.itr = int(ckpt.meta(state, "itr"))
-        self.env_steps = int(ckpt.meta(state, "env_steps"))
+        ckpt.restore_groups(state, self.checkpoint_groups())
+        self.itr = ckpt.meta(state, "itr", kind=int)
+        self.env_steps = ckpt.meta(state, "env_steps", kind=int)
         if self.buffer_path.is_file():
-            extra = self.buffer.load(self.buffer_path)
+            try:
+                extra = self.buffer.load(self.buffer_path)
+            except Exception as e:  # unreadable or mismatched file: say which, and that it can be moved aside
+                raise ckpt.CheckpointError(f"replay buffer {self.buffer_path} could not be restored "
+                                           f"({type(e).__name__}: {e}); move it away to resume with an empty "
+                                           f"buffer") from e
             if int(extra.get("itr", -1)) != self.itr:
                 log.warning("replay buffer %s is from iteration %s, the checkpoint from %d", self.buffer_path,
                             extra.get("itr"), self.itr)
@@ -296,6 +323,9 @@ class TrainSACAgent:
         else:
             log.warning("no replay buffer at %s: resuming with an empty buffer", self.buffer_path)
         log.info("resumed at iteration %d (%d transitions in the buffer)", self.itr, len(self.buffer))
+
+    def trained_variables(self) -> list[tf.Variable]:
+        return [*self.sac.actor.trainable_variables, *self.sac.critic.trainable_variables]
 
     # ------------------------------------------------------------------------------------------ acting
     def explore_action(self) -> np.ndarray:
@@ -313,8 +343,9 @@ class TrainSACAgent:
     # ------------------------------------------------------------------------------------------ loop
     def run(self) -> dict[str, Any]:
         logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
-        if self.itr:
-            logger.truncate(self.itr)
+        logger.truncate(self.itr)  # rows past the checkpoint resumed from (all rows for a fresh start)
+        self.guard.seed(norms=[weight_norm(self.trained_variables())])
+        env_name = str(self.cfg.env.name)
         start = time.time()
         obs = self.envs.reset(seed_offset=self.itr)
         episode_return = np.zeros(self.n_envs)
@@ -328,6 +359,9 @@ class TrainSACAgent:
             for _ in range(self.n_steps):
                 action = self.explore_action() if i < self.n_explore_steps else self.policy_action(obs, False)
                 next_obs_reset, reward, term, trunc, next_obs = self.envs.step(action)
+                if not (np.isfinite(reward).all() and np.isfinite(next_obs).all()):  # before it enters the buffer
+                    self.guard.check_rollout(i, {"obs": {"state": next_obs[None]}, "rewards": reward[None],
+                                                 "last_obs": {}}, env_name, first_step=i)
                 self.buffer.add(obs, action, reward * self.scale_reward_factor, next_obs, term.astype(np.float32))
                 episode_return += reward
                 for k in np.flatnonzero(term | trunc):
@@ -351,8 +385,14 @@ class TrainSACAgent:
                 eval_mean, eval_std = self.evaluate()
                 self.eval_history.append((self.itr, eval_mean, eval_std))
                 bar.set_postfix(eval=f"{eval_mean:.1f}")
-            if self.itr % self.save_model_freq == 0 or self.itr == self.n_train_itr:
-                self.save()
+            saving = self.itr % self.save_model_freq == 0 or self.itr == self.n_train_itr
+            if saving or self.itr % self.log_freq == 0:  # once per logged row / checkpoint, not per step
+                self.guard.check_update(self.itr, None, weight_norm(self.trained_variables()),
+                                        "the SAC update (the env's observations and rewards were finite)")
+                for key in ("loss_critic", "loss_actor", "loss_alpha"):
+                    if key in metrics and not np.isfinite(float(metrics[key])):
+                        self.guard.fail(self.itr, f"{key} is {float(metrics[key])}", "the SAC update",
+                                        self.guard.cause)
             if self.itr % self.log_freq == 0 or evaluated or self.itr == self.n_train_itr:
                 row = {"total env step": self.env_steps, "wall_time": time.time() - start,
                        "buffer size": len(self.buffer)}
@@ -371,7 +411,11 @@ class TrainSACAgent:
                 if evaluated:
                     row.update({"avg episode reward - eval": eval_mean, "std episode reward - eval": eval_std,
                                 "num episode - eval": self.n_eval_episode})
-                logger.log(self.itr, row)
+                logger.log(self.itr, row)  # durable before the checkpoint that includes this iteration
+            fault_point(f"metrics:{self.itr}")
+            if saving:
+                self.save()
+            fault_point(f"checkpoint:{self.itr}")
             if evaluated and self.stop_fn is not None and self.stop_fn(self):
                 log.info("stopping early at iteration %d (stop_fn)", self.itr)
                 if self.itr % self.save_model_freq != 0:

@@ -5,6 +5,11 @@ The loop is policy-agnostic: the model (``PPODiffusion``, Gaussian/GMM PPO, exac
 samples; the shared ``PPOLearner`` owns the optimizers and the compiled update; a ``PPOBatch`` crosses between.
 It is also task-agnostic: trajectory figures come from the config's ``train.plotter`` (e.g.
 :class:`dppo.viz.trajectories.TrajPlotter`), called every ``train.render.freq`` iterations.
+
+Before the first iteration the config, the normalisation file, the base policy's recorded dims and denoising
+steps and, on resume, the checkpoint's recorded config (architecture, K, K', n_envs, ...) are checked; nothing is
+written before they pass. Each iteration's metrics row is on disk before its checkpoint; the divergence guard
+checks the rollout's observations and rewards and the update's loss and weight norm before anything is saved.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from tqdm import tqdm
 
 from dppo.algos.advantage import gae
 from dppo.algos.ppo import PPOBatch, PPOLearner
-from dppo.data.normalization import Normalization
+from dppo.data.normalization import Normalization, check_normalization_dims
 from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
 from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
+from dppo.utils import validate
+from dppo.utils.faults import fault_point
+from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
 from dppo.utils.logging import MetricLogger, save_config, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
@@ -34,26 +42,6 @@ from dppo.utils.scheduler import make_scheduler
 from dppo.utils.seeding import generator_states, restore_generators, seed_everything
 
 log = logging.getLogger(__name__)
-
-TRAIN_KEYS = {
-    "n_train_itr", "n_critic_warmup_itr", "n_steps", "gamma", "actor_lr", "actor_weight_decay",
-    "actor_lr_scheduler", "critic_lr", "critic_weight_decay", "critic_lr_scheduler", "save_model_freq", "val_freq",
-    "force_train", "render", "log_freq", "reward_scale_running", "reward_scale_const", "gae_lambda", "batch_size",
-    "update_epochs", "vf_coef", "ent_coef", "target_kl", "logprob_batch_size", "max_grad_norm", "plot_freq",
-    "bootstrap_truncated", "save_trajs", "reset_at_iteration", "grad_accumulate", "augment", "use_bc_loss",
-    "bc_loss_coeff", "plotter", "furniture_sparse_reward", "best_reward_threshold_for_success", "n_eval_episode",
-}
-
-
-def check_keys(block: DictConfig, known: set[str], where: str) -> None:
-    """Stop on config keys this runner does not know (typos would otherwise be ignored silently)."""
-    import difflib
-    unknown = [k for k in block.keys() if k not in known]
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
-        hint = "; ".join(f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items())
-        raise KeyError(f"unknown config key(s) in {where}: {hint}")
-
 
 
 class MinibatchPlan(NamedTuple):
@@ -87,12 +75,19 @@ class TrainPPOAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        check_keys(cfg.train, TRAIN_KEYS, "train")
+        validate.validate_config(cfg, "ppo")
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
         self.logdir = Path(cfg.logdir)
-        save_config(cfg, self.logdir)
         self.checkpoint_dir = self.logdir / "checkpoint"
+        # before building envs or networks: a resume must fit its checkpoint, a base policy the config
+        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
+        if state is not None:
+            validate.check_resume(cfg, "ppo", state, state.path)
+        base = cfg.get("base_policy_path") or cfg.model.get("network_path")
+        if base and state is None and Path(base).is_file():
+            validate.check_base_checkpoint(cfg, base)
+        check_normalization_dims(cfg)
         t = cfg.train
         self.n_train_itr = int(t.n_train_itr)
         self.n_critic_warmup_itr = int(t.get("n_critic_warmup_itr", 0))
@@ -110,7 +105,7 @@ class TrainPPOAgent:
         self.bootstrap_truncated = bool(t.get("bootstrap_truncated", True))
         self.render_freq = int(t.get("render", {}).get("freq", 0) or 0)
         self.render_num = int(t.get("render", {}).get("num", 0) or 0)
-        self.plotter = hydra.utils.instantiate(t.plotter) if t.get("plotter") else None
+        self.plotter = validate.instantiate(t.plotter) if t.get("plotter") else None
         self.act_steps = int(cfg.act_steps)
         self.horizon_steps = int(cfg.horizon_steps)
         self.reward_horizon = int(cfg.get("reward_horizon", self.act_steps))
@@ -142,14 +137,34 @@ class TrainPPOAgent:
         self.history: list[dict[str, float]] = []
         self.last_trajectories: list[np.ndarray] = []  # raw state paths of the last rollout, per env
         self.last_states: np.ndarray | None = None  # the same, normalised, (N, T, D)
-        if cfg.get("resume", False):
-            self.resume()
+        if state is not None:
+            self.resume(state)
+        elif cfg.get("resume", False):
+            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
+        self.guard = DivergenceGuard(
+            "fine-tuning", "iteration",
+            f"an update too large - lower train.actor_lr ({float(t.actor_lr):g}) / train.critic_lr "
+            f"({float(t.critic_lr):g}), or set train.max_grad_norm",
+            lambda: ckpt.latest_checkpoint(self.checkpoint_dir),
+            GuardSettings.from_config(t.get("divergence_guard"), "divergence_guard" in t))
+        # every check has passed: from here on the run may write into its folder
+        for folder in (self.checkpoint_dir, self.logdir, self.logdir / ".hydra"):
+            ckpt.remove_stale_temporaries(folder)
+        save_config(cfg, self.logdir)
+
+    def model_kwargs(self, cfg: DictConfig) -> dict[str, Any]:
+        """Top-level keys the model block does not set but its class takes (``cond_steps``)."""
+        return validate.inherited(cfg, "model", ("cond_steps",), validate.target_accepts(cfg.model._target_))
 
     def build_model(self, cfg: DictConfig) -> Any:
         """The fine-tuning model; the actor network is built twice (frozen base and trainable copy)."""
         model_cfg = cfg.model
-        actor_ft = hydra.utils.instantiate(model_cfg.actor)
-        return hydra.utils.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed, reward_horizon=self.reward_horizon)
+        actor_ft = validate.instantiate(model_cfg.actor)
+        return validate.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed,
+                                     reward_horizon=self.reward_horizon, **self.model_kwargs(cfg))
+
+    def trained_variables(self) -> list[tf.Variable]:
+        return [*self.model.trainable_actor_variables(), *self.model.critic.trainable_variables]
 
     # checkpoints -----------------------------------------------------------------------------------------
     def checkpoint_groups(self) -> dict[str, list]:
@@ -164,22 +179,26 @@ class TrainPPOAgent:
              **generator_states(self.learner),
              "actor_scheduler_steps": self.actor_scheduler.steps, "critic_scheduler_steps": self.critic_scheduler.steps,
              "ft_denoising_steps": getattr(self.model, "ft_denoising_steps", 0),
-             "np_rng": np.random.get_state()[1], **extra})
+             "np_rng": np.random.get_state()[1], **extra, **validate.run_record(self.cfg, "ppo", self.model)})
 
-    def resume(self) -> None:
-        state = ckpt.restore_latest(self.checkpoint_dir, self.checkpoint_groups())
+    def resume(self, state: ckpt.CheckpointState | None = None) -> None:
+        state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)
         if state is None:
+            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return
-        self.itr = int(ckpt.meta(state, "itr")) + 1
-        self.env_steps = int(ckpt.meta(state, "env_steps"))
+        ckpt.restore_groups(state, self.checkpoint_groups())
+        self.itr = ckpt.meta(state, "itr", kind=int) + 1
+        self.env_steps = ckpt.meta(state, "env_steps", kind=int)
         for holder in (self.model, self.learner):
             restore_generators(holder, lambda key: ckpt.meta(state, key))
-        self.actor_scheduler.steps = int(ckpt.meta(state, "actor_scheduler_steps"))
-        self.critic_scheduler.steps = int(ckpt.meta(state, "critic_scheduler_steps"))
-        np.random.set_state(("MT19937", ckpt.meta(state, "np_rng").astype(np.uint32), 0, 0, 0.0))
+        self.actor_scheduler.steps = ckpt.meta(state, "actor_scheduler_steps", kind=int)
+        self.critic_scheduler.steps = ckpt.meta(state, "critic_scheduler_steps", kind=int)
+        mt = ckpt.meta(state, "np_rng", kind=np.ndarray, shape=(624,))
+        np.random.set_state(("MT19937", mt.astype(np.uint32), 0, 0, 0.0))
         if self.reward_scaler is not None:
-            self.reward_scaler.load_state({k: state[f"meta/reward_scaler/{k}"]
-                                           for k in ("returns", "mean", "var", "count")})
+            self.reward_scaler.load_state({
+                "returns": ckpt.meta(state, "reward_scaler/returns", kind=np.ndarray, shape=(self.n_envs,)),
+                **{k: ckpt.meta(state, f"reward_scaler/{k}", kind=float) for k in ("mean", "var", "count")}})
 
     # rollout ---------------------------------------------------------------------------------------------
     def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
@@ -213,8 +232,10 @@ class TrainPPOAgent:
     # main loop -------------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, float]]:
         logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
-        if self.itr:
-            logger.truncate(self.itr - 1)
+        logger.truncate(self.itr - 1)  # rows past the checkpoint resumed from (all rows for a fresh start)
+        self.guard.seed([float(r["loss/loss"]) for r in logger.rows if r.get("loss/loss")],
+                        [weight_norm(self.trained_variables())])
+        env_name = str(self.cfg.env.name)
         start = time.time()
         obs, done = None, np.ones(self.n_envs, np.float32)
         bar = tqdm(range(self.itr, self.n_train_itr), desc="fine-tune", unit="itr", initial=self.itr,
@@ -226,7 +247,12 @@ class TrainPPOAgent:
             if obs is None or self.reset_at_iteration or eval_mode:
                 obs, _ = self.venv.reset(seed=self.seed + itr if self.reset_at_iteration else None)
                 done = np.ones(self.n_envs, np.float32)
-            ro = self.rollout(obs, done, deterministic=eval_mode)
+            try:
+                ro = self.rollout(obs, done, deterministic=eval_mode)
+            except Exception as e:  # an env (or wrapper) that raised: name the iteration and the env
+                raise RolloutError(f"the rollout of iteration {itr} (env.name={env_name}) raised "
+                                   f"{type(e).__name__}: {e}; {self.guard.kept()}") from e
+            self.guard.check_rollout(itr, ro, env_name)
             obs, done = ro["last_obs"], ro["firsts"][-1]
             stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
             self.last_trajectories = raw_paths(ro, self.normalization)
@@ -238,11 +264,15 @@ class TrainPPOAgent:
                 self.env_steps += self.n_envs * self.n_steps * self.act_steps
                 t1 = time.time()
                 batch = self.prepare_batch(ro)
+                for key in ("values", "log_probs", "returns", "advantages"):
+                    self.guard.check_finite(itr, f"the rollout's {key.replace('_', '-')}", getattr(batch, key).numpy(),
+                                            "the networks scoring the rollout (its observations and rewards were "
+                                            "finite)", self.guard.cause)
                 train_actor = itr >= self.n_critic_warmup_itr
                 upd = self.learner.update(batch, train_actor, self.batch_size, self.update_epochs, self.vf_coef,
                                           self.ent_coef, self.target_kl)
-                if not np.isfinite(upd["loss"]):
-                    raise FloatingPointError(f"PPO loss is {upd['loss']} at iteration {itr}; lower train.actor_lr")
+                self.guard.check_update(itr, upd["loss"], weight_norm(self.trained_variables()),
+                                        "the PPO update (the rollout it used was finite)")
                 ret, val = batch.returns.numpy(), batch.values.numpy()
                 metrics.update({f"loss/{k}": v for k, v in upd.items()})
                 metrics["train/explained_variance"] = float(1 - np.var(ret - val) / max(np.var(ret), 1e-8))
@@ -257,10 +287,12 @@ class TrainPPOAgent:
                             "lr/critic": float(self.critic_optimizer.learning_rate.numpy())})
             if self.plot_due(itr):
                 self.plot(itr)
+            if itr % self.log_freq == 0:
+                logger.log(itr, metrics)  # durable before the checkpoint that includes this iteration
+            fault_point(f"metrics:{itr}")
             if itr % self.save_model_freq == 0 or itr == self.n_train_itr - 1:
                 self.save()
-            if itr % self.log_freq == 0:
-                logger.log(itr, metrics)
+            fault_point(f"checkpoint:{itr}")
             self.history.append({"itr": itr, **metrics})
             bar.set_postfix({"succ": f"{stats['success_rate']:.2f}", "ret": f"{stats['avg_episode_reward']:.1f}",
                              "mode": prefix})

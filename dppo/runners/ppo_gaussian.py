@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
@@ -19,6 +18,7 @@ from dppo.algos.ppo import PPOBatch
 from dppo.nets.vit import RandomShiftsAug
 from dppo.runners.ppo import TrainPPOAgent
 from dppo.utils.seeding import tf_stream
+from dppo.utils.validate import instantiate
 
 AUGMENT_CHUNK = 1024  # frames per compiled augmentation call
 
@@ -34,8 +34,9 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
         self._shift = tf.function(lambda x: self.aug(x), autograph=False) if self.augment else None
 
     def build_model(self, cfg: DictConfig) -> Any:
-        actor_ft = hydra.utils.instantiate(cfg.model.actor)
-        return self.with_augment_stream(hydra.utils.instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed))
+        actor_ft = instantiate(cfg.model.actor)
+        return self.with_augment_stream(instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed,
+                                                    **self.model_kwargs(cfg)))
 
     def with_augment_stream(self, model: Any) -> Any:
         """Give the model the augmentation stream, so checkpoints carry it and a resumed run draws the same shifts."""

@@ -1,12 +1,15 @@
-"""Checkpoints as single ``.npz`` files, written atomically (temp file + rename).
+"""Checkpoints as single ``.npz`` files, written atomically (temp file, fsync, rename, fsync of the folder).
 
 A checkpoint maps group names ("model", "ema", "actor_ft", "critic", "optimizer/actor", ...) to the ordered
-weight lists of the corresponding Keras layers / optimizers, plus scalar metadata under "meta/". Loading
-checks counts and shapes and names the file and the weight on a mismatch.
+weight lists of the corresponding Keras layers / optimizers, plus scalar metadata under "meta/" (including what
+the run was written for: dims, denoising steps, n_envs, see ``dppo.utils.validate.run_record``). Loading
+checks counts, shapes, dtypes and finiteness and names the file and the weight on a mismatch: whatever is wrong
+with a file, reading it raises :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -20,9 +23,19 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
+TMP_SUFFIX = ".tmp.npz"  # temporary files of atomic writes; a killed write leaves one behind
+
 
 class CheckpointError(ValueError):
-    """A checkpoint that is missing or does not fit the network it is loaded into."""
+    """A checkpoint that is missing, unreadable, or does not fit the network it is loaded into."""
+
+
+class CheckpointState(dict):
+    """The arrays of one checkpoint file (name -> array), remembering the file they came from."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], path: str | Path):
+        super().__init__(arrays)
+        self.path = Path(path)
 
 
 def save_checkpoint(path: str | Path, groups: dict[str, Sequence[tf.Variable]],
@@ -40,43 +53,108 @@ def save_checkpoint(path: str | Path, groups: dict[str, Sequence[tf.Variable]],
 
 
 def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez`` to a temporary file beside ``path``, then rename: a crash never leaves a partial file."""
+    """``np.savez`` to a temporary file beside ``path``, fsync, then rename: a crash (or a full disk) never
+    leaves a partial file under ``path``, and the previous file stays intact until the new one is complete.
+    An ``OSError`` names ``path``."""
+    from dppo.utils.faults import fault_point
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=TMP_SUFFIX)
+        os.close(fd)
         np.savez(tmp, **arrays)
+        fsync_file(tmp)
+        fault_point(f"write:{path.name}")
         os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise_with_path(e, path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
 
 
-def restore_latest(directory: str | Path, groups: dict[str, Sequence[tf.Variable]]) -> dict[str, np.ndarray] | None:
+def fsync_file(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename inside ``directory`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def raise_with_path(e: OSError, path: str | Path) -> None:
+    """Re-raise an ``OSError`` from writing ``path`` with a message that names it (and says why, for the
+    usual causes: a full disk, a read-only file system, missing permission)."""
+    hint = {errno.ENOSPC: " (the disk is full)", errno.EDQUOT: " (disk quota exceeded)",
+            errno.EROFS: " (read-only file system)", errno.EACCES: " (permission denied)"}.get(e.errno, "")
+    raise type(e)(e.errno, f"could not write {path}: {e.strerror or e}{hint}; the previous file, if any, is "
+                           f"unchanged") from e
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left in ``directory`` (``*.tmp.npz`` of checkpoints
+    and replay buffers, ``*.tmp`` of text files); returns them."""
+    directory = Path(directory)
+    stale = sorted({*directory.glob(f"*{TMP_SUFFIX}"), *directory.glob("*.tmp")}) if directory.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) of interrupted writes in %s", len(stale), directory)
+    return stale
+
+
+def latest_state(directory: str | Path) -> CheckpointState | None:
+    """The latest ``state_<n>.npz`` in ``directory``, read (not restored), or None when there is none."""
+    path = latest_checkpoint(directory)
+    return None if path is None else load_checkpoint(path)
+
+
+def restore_groups(state: CheckpointState, groups: dict[str, Sequence[tf.Variable]]) -> None:
+    """Restore every group of variables from ``state`` (see :func:`restore_group`)."""
+    for group, variables in groups.items():
+        restore_group(state, group, variables, state.path)
+    log.info("resuming from %s", state.path)
+
+
+def restore_latest(directory: str | Path, groups: dict[str, Sequence[tf.Variable]]) -> CheckpointState | None:
     """Restore ``groups`` from the latest ``state_<n>.npz`` in ``directory``; returns the checkpoint (for its
     metadata), or None (with a warning) when there is none."""
-    path = latest_checkpoint(directory)
-    if path is None:
+    state = latest_state(directory)
+    if state is None:
         log.warning("resume=true but no checkpoint in %s; starting from scratch", directory)
         return None
-    state = load_checkpoint(path)
-    for group, variables in groups.items():
-        restore_group(state, group, variables, path)
-    log.info("resuming from %s", path)
+    restore_groups(state, groups)
     return state
 
 
-def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
+def load_checkpoint(path: str | Path) -> CheckpointState:
+    """Read every array of ``path``; any problem with the file raises :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} could not be read: {e}") from e
+            return CheckpointState({k: f[k] for k in f.files}, path)
+    except Exception as e:  # truncated or corrupt zip, pickled object arrays, not an npz at all, ...
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {e}); if a run was killed "
+                              f"while writing it, resume from an earlier state_<n>.npz") from e
 
 
 def groups_in(ckpt: dict[str, np.ndarray]) -> set[str]:
@@ -84,8 +162,10 @@ def groups_in(ckpt: dict[str, np.ndarray]) -> set[str]:
 
 
 def restore_group(ckpt: dict[str, np.ndarray], group: str, variables: Sequence[tf.Variable],
-                  path: str | Path = "<checkpoint>") -> None:
-    """Assign the arrays of ``group`` to ``variables`` in order, checking count and shapes."""
+                  path: str | Path | None = None) -> None:
+    """Assign the arrays of ``group`` to ``variables`` in order, checking count, shapes, dtypes and that the
+    values are finite; nothing is assigned unless every array fits."""
+    path = path if path is not None else getattr(ckpt, "path", "<checkpoint>")
     keys = sorted(k for k in ckpt if k.rsplit("/", 1)[0] == group)
     if not keys:
         raise CheckpointError(f"checkpoint {path} has no '{group}' weights; it has {sorted(groups_in(ckpt))}")
@@ -93,16 +173,65 @@ def restore_group(ckpt: dict[str, np.ndarray], group: str, variables: Sequence[t
         raise CheckpointError(f"checkpoint {path}: '{group}' has {len(keys)} weights but the network has "
                               f"{len(variables)}; does the config (mlp_dims, activation, ...) match the run "
                               f"that wrote it?")
+    values = []
     for key, var in zip(keys, variables):
-        if tuple(ckpt[key].shape) != tuple(var.shape):
-            raise CheckpointError(f"checkpoint {path}: '{key}' has shape {ckpt[key].shape} but network weight "
-                                  f"'{var.path if hasattr(var, 'path') else var.name}' has shape {var.shape}")
-        var.assign(ckpt[key])
+        value = ckpt[key]
+        name = var.path if hasattr(var, "path") else var.name
+        if tuple(value.shape) != tuple(var.shape):
+            raise CheckpointError(f"checkpoint {path}: '{key}' has shape {value.shape} but network weight "
+                                  f"'{name}' has shape {var.shape}")
+        want = np.dtype(tf.as_dtype(var.dtype).as_numpy_dtype)
+        if value.dtype.kind != want.kind and not (value.dtype.kind in "iu" and want.kind in "iu"):
+            raise CheckpointError(f"checkpoint {path}: '{key}' has dtype {value.dtype} but network weight '{name}' "
+                                  f"is {want}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(f"checkpoint {path}: '{key}' (weight '{name}') contains NaN or inf; the run that "
+                                  f"wrote it had diverged - use an earlier checkpoint")
+        values.append(value.astype(want, copy=False))
+    for var, value in zip(variables, values):
+        var.assign(value)
 
 
-def meta(ckpt: dict[str, np.ndarray], key: str, default: Any = None) -> Any:
+_REQUIRED = object()
+
+
+def meta(ckpt: dict[str, np.ndarray], key: str, default: Any = None, kind: type | None = None,
+         shape: tuple[int, ...] | None = None) -> Any:
+    """The metadata ``meta/<key>``: a Python scalar for 0-d arrays, else the array; ``default`` when absent.
+
+    With ``kind`` (int, float, str or np.ndarray) the value must be present (unless a default is given) and
+    convertible - a finite number, or for np.ndarray a finite numeric array (of ``shape`` when given) -
+    otherwise :class:`CheckpointError`.
+    """
     value = ckpt.get(f"meta/{key}")
-    return default if value is None else value.item() if value.ndim == 0 else value
+    if kind is None:
+        return default if value is None else value.item() if value.ndim == 0 else value
+    path = getattr(ckpt, "path", "<checkpoint>")
+    if value is None:
+        if default is not None:
+            return default
+        raise CheckpointError(f"checkpoint {path} lacks 'meta/{key}'; it was not written by this runner (or by an "
+                              f"older version)")
+    try:
+        if kind is np.ndarray:
+            if value.dtype.kind not in "iuf" or (shape is not None and tuple(value.shape) != tuple(shape)):
+                raise ValueError(f"expected a numeric array of shape {shape}, got {value.dtype} {value.shape}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError("it contains NaN or inf")
+            return value
+        if value.ndim != 0:
+            raise ValueError(f"expected a scalar, got shape {value.shape}")
+        item = value.item()
+        if kind in (int, float):
+            if isinstance(item, (str, bytes)) or not np.isfinite(float(item)):
+                raise ValueError(f"expected a finite number, got {item!r}")
+            if kind is int and float(item) != int(item):
+                raise ValueError(f"expected an integer, got {item!r}")
+        elif kind is str and not isinstance(item, str):
+            raise ValueError(f"expected a string, got {item!r}")
+        return kind(item)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"checkpoint {path}: 'meta/{key}' is unusable: {e}") from e
 
 
 def load_policy_weights(model: Any, path: str | Path) -> None:

@@ -1,10 +1,17 @@
-"""Metrics to TensorBoard and a CSV (one row per logged step, every key ever logged), optionally W&B."""
+"""Metrics to TensorBoard and a CSV (one row per logged step, every key ever logged), optionally W&B.
+
+The CSV is the record a resumed run continues: each row is flushed and fsynced before ``log`` returns (the
+runners log a step before writing the checkpoint that includes it), a half-written last row left by a killed
+process is dropped when the file is opened again, and ``truncate`` removes rows past the step a run resumes from.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +20,55 @@ import tensorflow as tf
 log = logging.getLogger(__name__)
 
 
-def save_config(cfg: Any, log_dir: str | Path) -> None:
-    """Write the resolved run config to ``<log_dir>/config.yaml`` (used by ``dppo export``)."""
+def save_config(cfg: Any, log_dir: str | Path, name: str = "config.yaml", resolve: bool = True) -> Path:
+    """Write the run config to ``<log_dir>/<name>`` atomically (``config.yaml`` is used by ``dppo export``).
+    The runners call this only once every check of the run has passed."""
     from omegaconf import OmegaConf
-    path = Path(log_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, path / "config.yaml", resolve=True)
+    return write_text_atomic(Path(log_dir) / name, OmegaConf.to_yaml(cfg, resolve=resolve))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, fsync and rename; an ``OSError`` names ``path``."""
+    from dppo.utils.checkpoint import fsync_dir, raise_with_path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise_with_path(e, path)
+    return path
+
+
+def read_metrics(path: str | Path) -> tuple[list[str], list[dict[str, str]], int]:
+    """(header, rows, number of dropped lines) of a metrics CSV, without a half-written last line (no line end:
+    the process was killed while appending it) or rows of the wrong length or without a numeric step."""
+    text = Path(path).read_text(errors="replace")
+    lines = text.splitlines(keepends=True)
+    dropped = 0
+    if lines and not lines[-1].endswith("\n"):
+        lines, dropped = lines[:-1], 1
+    records = list(csv.reader(io.StringIO("".join(lines))))
+    if not records:
+        return [], [], dropped
+    header, rows = records[0], []
+    for record in records[1:]:
+        try:
+            ok = len(record) == len(header) and math.isfinite(float(record[0]))
+        except ValueError:
+            ok = False
+        if ok:
+            rows.append(dict(zip(header, record)))
+        else:
+            dropped += 1
+    return header, rows, dropped
 
 
 class MetricLogger:
@@ -28,11 +78,16 @@ class MetricLogger:
         self.dir = Path(log_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / "metrics.csv"
+        self.csv_path.with_name(self.csv_path.name + ".tmp").unlink(missing_ok=True)  # of a killed rewrite
         self.rows: list[dict[str, Any]] = []
-        if self.csv_path.exists():  # resumed run: keep what was logged
-            with open(self.csv_path, newline="") as f:
-                self.rows = [dict(r) for r in csv.DictReader(f)]
-        self.keys: list[str] = list(self.rows[0].keys()) if self.rows else ["step"]
+        self.keys: list[str] = ["step"]
+        if self.csv_path.exists():  # resumed run: keep what was logged (the runner truncates to its checkpoint)
+            header, self.rows, dropped = read_metrics(self.csv_path)
+            self.keys = header or ["step"]
+            if dropped:
+                log.warning("%s: dropped %d incomplete row(s) (a killed process was writing them)", self.csv_path,
+                            dropped)
+                self._write_csv()
         self.writer = tf.summary.create_file_writer(str(self.dir / "tensorboard"))
         self.wandb = None
         if wandb_cfg:
@@ -46,9 +101,14 @@ class MetricLogger:
                                     name=wandb_cfg.get("run"), config=config, dir=str(self.dir))
 
     def truncate(self, step: int) -> None:
-        """Drop rows logged after ``step`` (when resuming from an earlier checkpoint)."""
-        self.rows = [r for r in self.rows if float(r["step"]) <= step]
-        self._write_csv()
+        """Drop rows logged after ``step``: the runner resumes from the checkpoint of ``step`` (-1 or 0: a fresh
+        start) and logs the later steps again."""
+        kept = [r for r in self.rows if float(r["step"]) <= step]
+        if len(kept) != len(self.rows):
+            log.info("%s: removing %d row(s) after step %d (the run continues from its checkpoint of step %d)",
+                     self.csv_path, len(self.rows) - len(kept), step, step)
+            self.rows = kept
+            self._write_csv()
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
@@ -60,21 +120,26 @@ class MetricLogger:
         new = [k for k in clean if k not in self.keys]
         self.keys += new
         self.rows.append({"step": step, **clean})
-        if new:
+        if new or not self.csv_path.exists():
             self._write_csv()
-        else:
-            with open(self.csv_path, "a", newline="") as f:
-                csv.DictWriter(f, self.keys).writerow(self.rows[-1])
+        else:  # durable before the runner writes the checkpoint that includes this step
+            try:
+                with open(self.csv_path, "a", newline="") as f:
+                    csv.DictWriter(f, self.keys).writerow(self.rows[-1])
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                from dppo.utils.checkpoint import raise_with_path
+                raise_with_path(e, self.csv_path)
         if self.wandb is not None:
             self.wandb.log(clean, step=step)
 
     def _write_csv(self) -> None:
-        tmp = self.csv_path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, self.keys)
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(self.csv_path)
+        out = io.StringIO()
+        w = csv.DictWriter(out, self.keys)
+        w.writeheader()
+        w.writerows(self.rows)
+        write_text_atomic(self.csv_path, out.getvalue())
 
     def close(self) -> None:
         self.writer.close()

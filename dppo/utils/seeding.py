@@ -62,10 +62,18 @@ def generator_states(model: Any) -> dict[str, np.ndarray]:
 
 
 def restore_generators(model: Any, get: Callable[[str], Any]) -> None:
-    """Reset the model's generators from ``get("rng/<attr>")`` (``get`` raises on a missing key)."""
+    """Reset the model's generators from ``get("rng/<attr>")``; a missing or malformed state raises
+    :class:`~dppo.utils.checkpoint.CheckpointError`."""
+    from dppo.utils.checkpoint import CheckpointError
+
     for key in generator_states(model):
         state = get(key)
         if state is None:
-            raise ValueError(f"the checkpoint has no '{key}' random state (it was written before the run's random "
-                             "streams were made independent); resume it with the version that wrote it")
-        getattr(model, key.split("/", 1)[1]).reset(state)
+            raise CheckpointError(f"the checkpoint has no '{key}' random state (it was written before the run's "
+                                  "random streams were made independent); resume it with the version that wrote it")
+        generator = getattr(model, key.split("/", 1)[1])
+        state = np.asarray(state)
+        if state.dtype.kind not in "iu" or state.shape != tuple(generator.state.shape):
+            raise CheckpointError(f"the checkpoint's '{key}' random state is {state.dtype} {state.shape}, expected "
+                                  f"integers of shape {tuple(generator.state.shape)}")
+        generator.reset(state.astype(generator.state.dtype.as_numpy_dtype))
