@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from dppo.utils.checkpoint import CheckpointError, write_npz_atomic
+from dppo.utils.checkpoint import CheckpointError, load_checkpoint, write_npz_atomic
 
 FORMAT = "dppo-policy/1"
 KINDS = ("diffusion", "gaussian", "gmm")
@@ -96,13 +96,7 @@ def is_policy_file(path: str | Path) -> bool:
 def read_policy_file(path: str | Path) -> PolicyFile:
     """Read a policy file; any problem raises :class:`CheckpointError` naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"policy file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as e:
-        raise CheckpointError(f"policy file {path} could not be read ({type(e).__name__}: {e})") from e
+    arrays = load_checkpoint(path)  # the same reader as checkpoints: a missing or corrupt file is named
     if str(arrays.get("format", "")) != FORMAT:
         raise CheckpointError(f"{path} is not a policy file of format {FORMAT} (format: "
                               f"{arrays['format'] if 'format' in arrays else 'none'})")
