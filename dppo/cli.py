@@ -2,7 +2,7 @@
 
     dppo run --config-name=X --config-dir=cfg/...     same as python script/run.py
     dppo data avoid|robomimic|gym [options]             make demonstration data here
-    dppo export <run dir> [--checkpoint F] [--out D]     SavedModel: action = policy(observation)
+    dppo export <policy.npz or run dir> [--out D]       SavedModel (+ TFLite): raw obs -> raw action
     dppo plot OUT.png LABEL=RUN ... [--keys K ...]       learning curves from runs' metrics.csv
 """
 

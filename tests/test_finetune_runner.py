@@ -106,6 +106,14 @@ def test_eval_uses_the_fine_tuned_weights(tmp_path, avoid_norm):
     assert ev.weights == "fine-tuned" and ev.model.actor_ft is not None and ev.model.ft_denoising_steps == 4
     for a, b in zip(ev.model.actor_ft.weights, agent.model.actor_ft.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # the run's stand-alone policy file: frozen network + fine-tuned last K' steps, raw units, as the checkpoint
+    from dppo.policy import load_policy
+
+    policy = load_policy(tmp_path / "ft" / "policy.npz")
+    old = load_policy(tmp_path / "ft" / "checkpoint" / "state_0.npz")
+    assert policy.model.actor_ft is not None and policy.model.ft_denoising_steps == 4
+    obs = np.full((3, 1, 4), 0.2, np.float32)
+    np.testing.assert_allclose(policy.act(obs, seed=2), old.act(obs, seed=2), atol=1e-6)
     result = ev.run()
     assert result["num_episode"] == 4 and (tmp_path / "ev" / "result.npz").is_file()
     # the Avoid task's registered path summary (row-3 gap frequencies sum to 1)

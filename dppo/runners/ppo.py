@@ -30,6 +30,7 @@ from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.data.normalization import Normalization, check_normalization_dims
 from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
+from dppo.runners.policy_save import save_policy
 from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
@@ -173,13 +174,19 @@ class TrainPPOAgent:
 
     def save(self) -> Path:
         extra = {f"reward_scaler/{k}": v for k, v in (self.reward_scaler.state() if self.reward_scaler else {}).items()}
-        return ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             ckpt.checkpoint_path(self.checkpoint_dir, self.itr), self.checkpoint_groups(),
             {"itr": self.itr, "env_steps": self.env_steps, **generator_states(self.model),
              **generator_states(self.learner),
              "actor_scheduler_steps": self.actor_scheduler.steps, "critic_scheduler_steps": self.critic_scheduler.steps,
              "ft_denoising_steps": getattr(self.model, "ft_denoising_steps", 0),
              "np_rng": np.random.get_state()[1], **extra, **validate.run_record(self.cfg, "ppo", self.model)})
+        # the stand-alone policy of this checkpoint: DPPO keeps the frozen network and the fine-tuned last steps;
+        # Gaussian / GMM PPO train the whole network (network is actor_ft)
+        ft = self.model.actor_ft if self.model.actor_ft is not self.model.network else None
+        save_policy(self.logdir, self.cfg, self.model, self.cfg.model.actor, self.model.network.weights,
+                    None if ft is None else ft.weights)
+        return path
 
     def resume(self, state: ckpt.CheckpointState | None = None) -> None:
         state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from dppo.data.normalization import DatasetError
+from dppo.runners.policy_save import save_policy
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
@@ -129,11 +130,16 @@ class TrainDiffusionAgent:
                 "optimizer": self.optimizer.state}
 
     def save(self) -> Path:
-        return ckpt.save_checkpoint(ckpt.checkpoint_path(self.checkpoint_dir, self.epoch),
+        path = ckpt.save_checkpoint(ckpt.checkpoint_path(self.checkpoint_dir, self.epoch),
                                     self.checkpoint_groups(),
                                     {"epoch": self.epoch, **generator_states(self.model),
                                      "scheduler_steps": self.scheduler.steps,
                                      **run_record(self.cfg, "pretrain", self.model, self.data_facts())})
+        # the stand-alone policy of this checkpoint: the EMA network (Gaussian / GMM: the trained one), as
+        # load_policy_weights picks it
+        net = self.ema_network if getattr(self.model, "load_ema", True) else self.model.network
+        save_policy(self.logdir, self.cfg, self.model, self.cfg.model.network, net.weights)
+        return path
 
     def resume(self, state: ckpt.CheckpointState | None = None) -> None:
         state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)
