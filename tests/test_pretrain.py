@@ -13,7 +13,7 @@ def pretrain_cfg(dataset_path, logdir, n_epochs=80, **train):
     return OmegaConf.create({
         "_target_": "dppo.runners.pretrain.TrainDiffusionAgent",
         "logdir": str(logdir), "seed": 0, "obs_dim": 2, "action_dim": 2, "horizon_steps": 1, "cond_steps": 1,
-        "denoising_steps": 20,
+        "denoising_steps": 20, "env": "toy",  # pre-training configs name their env with a string, as shipped
         "train": {"n_epochs": n_epochs, "batch_size": 128, "learning_rate": 3e-3, "weight_decay": 1e-6,
                   "lr_scheduler": {"first_cycle_steps": n_epochs, "warmup_steps": 1, "min_lr": 1e-4},
                   "epoch_start_ema": 5, "update_ema_freq": 1, "save_model_freq": 10, **train},

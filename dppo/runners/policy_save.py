@@ -32,8 +32,10 @@ def policy_kind(model: Any) -> str:
 
 
 def clamp_obs(cfg: DictConfig) -> bool:
-    """Whether the run's env wrappers clamp normalised observations to [-1, 1]."""
-    wrappers = cfg.get("env", {}).get("wrappers") or {}
+    """Whether the run's env wrappers clamp normalised observations to [-1, 1] (pre-training configs name the env
+    with a string and have no wrappers: no)."""
+    env = cfg.get("env")
+    wrappers = (env.get("wrappers") if isinstance(env, DictConfig) else None) or {}
     return any(bool(w.get("clamp_obs", False)) for w in wrappers.values() if isinstance(w, DictConfig))
 
 
