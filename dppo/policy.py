@@ -13,7 +13,6 @@ eagerly and ``dppo export`` saves: the same seed gives the same action in both.
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from dppo.runners.evaluate import load_for_eval
 from dppo.runners.policy_save import POLICY_FILE, clamp_obs, policy_kind, save_policy
 from dppo.utils.checkpoint import CheckpointError, latest_checkpoint
 from dppo.utils.policy_file import PolicyFile, assign_weights, is_policy_file, read_policy_file
+from dppo.utils.validate import accepted_kwargs
 
 CLASSES = {"diffusion": DiffusionModel, "gaussian": GaussianModel, "gmm": GMMModel}
 
@@ -131,7 +131,7 @@ def model_from_run(cfg: DictConfig, checkpoint: str | Path) -> Any:
         network = hydra.utils.instantiate(net_cfg)
         target = hydra.utils.get_class(model_cfg._target_)
         kind = next(k for k, c in CLASSES.items() if issubclass(target, c))
-        allowed = set(inspect.signature(CLASSES[kind].__init__).parameters) - {"self", "network", "network_path"}
+        allowed = accepted_kwargs(CLASSES[kind]) - {"self", "network", "network_path"}
         block = OmegaConf.to_container(model_cfg, resolve=True)
         cond = {"cond_steps": int(cfg.cond_steps)} if "cond_steps" in cfg and "cond_steps" not in block else {}
         model = CLASSES[kind](network=network, **cond, **{k: v for k, v in block.items() if k in allowed})

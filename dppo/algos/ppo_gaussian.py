@@ -70,13 +70,10 @@ def load_single_step_policy(model: Any, path: str | Path) -> None:
         ckpt.restore_group(state, "critic", model.critic.weights, path)
 
 
-class PPOGaussian(SingleStepPolicy, GaussianModel):
-    """Gaussian policy fine-tuned with PPO (the reference's PPO_Gaussian / VPG_Gaussian).
-
-    ``network`` (= ``actor_ft``) is trained; ``actor`` keeps a frozen copy of the initial weights (the
-    reference keeps it for its unused BC term). Log-prob = mean over the T_p * D_a dims, clamped to
-    [-5, 2]; entropy = mean per-dim entropy; "std" = mean std.
-    """
+class FineTunedPolicyPPO(SingleStepPolicy):
+    """Mixin for policies whose own network is fine-tuned (Gaussian, GMM): ``network`` (= ``actor_ft``) is
+    trained; ``actor`` keeps a frozen copy of the initial weights (the reference keeps it for its unused BC term).
+    Combine it with the policy class: ``class PPOGaussian(FineTunedPolicyPPO, GaussianModel)``."""
 
     def __init__(self, actor: keras.layers.Layer, critic: keras.layers.Layer,
                  actor_ft: keras.layers.Layer | None = None, clip_ploss_coef: float = 0.01,
@@ -84,7 +81,8 @@ class PPOGaussian(SingleStepPolicy, GaussianModel):
                  log_prob_clamp: tuple[float, float] | None = LOG_PROB_CLAMP, use_bc_loss: bool = False,
                  bc_loss_coeff: float = 0.0, network_path: str | None = None, **kwargs: Any):
         if use_bc_loss:
-            raise NotImplementedError("model.use_bc_loss is not supported for Gaussian PPO (no config uses it)")
+            raise NotImplementedError(f"model.use_bc_loss is not supported for {type(self).__name__} "
+                                      "(no config uses it)")
         self._init_ppo(clip_ploss_coef, clip_vloss_coef, norm_adv, log_prob_clamp)
         self.critic = critic
         super().__init__(network=actor_ft if actor_ft is not None else actor, network_path=None, **kwargs)
@@ -110,3 +108,8 @@ class PPOGaussian(SingleStepPolicy, GaussianModel):
     def policy_terms(self, cond: Cond, samples: tf.Tensor, training: bool) -> tuple[tf.Tensor, dict]:
         log_prob, entropy, std = self.log_prob_and_entropy(cond, samples, training=training)
         return log_prob, {"entropy": entropy, "std": std}
+
+
+class PPOGaussian(FineTunedPolicyPPO, GaussianModel):
+    """Gaussian policy fine-tuned with PPO (the reference's PPO_Gaussian / VPG_Gaussian). Log-prob = mean over
+    the T_p * D_a dims, clamped to [-5, 2]; entropy = mean per-dim entropy; "std" = mean std."""

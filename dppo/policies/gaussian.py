@@ -53,23 +53,20 @@ def load_network_weights(model: Any, path: str | Path) -> None:
     ckpt.restore_group(state, group, weights, path)
 
 
-class GaussianModel(tf.Module):
-    """Diagonal Gaussian over the action chunk. ``tanh_output`` squashes draws *after* sampling (SAC-style,
-    the reference's GaussianModel flag); the networks' own ``tanh_output`` squashes the mean (PPO)."""
+class ChunkPolicy(tf.Module):
+    """What the Gaussian and GMM policies share: a network cond -> distribution parameters over the flattened
+    action chunk, its dims, the sampling stream and the compiled ``sample`` (subclasses write ``_sample_graph``)."""
 
     load_ema = False
 
     def __init__(self, network: keras.layers.Layer, horizon_steps: int, obs_dim: int | None = None,
                  action_dim: int | None = None, cond_steps: int = 1, randn_clip_value: float = 10.0,
-                 tanh_output: bool = False, ent_coef: float = 0.0, network_path: str | None = None, seed: int = 0,
-                 device: Any = None, name: str | None = None):
+                 network_path: str | None = None, seed: int = 0, device: Any = None, name: str | None = None):
         super().__init__(name=name)
         self.network = network
         self.horizon_steps, self.cond_steps = int(horizon_steps), int(cond_steps)
         self.obs_dim, self.action_dim = infer_dims(network, obs_dim, action_dim, self.cond_steps)
         self.randn_clip_value = float(randn_clip_value)
-        self.tanh_output = bool(tanh_output)
-        self.ent_coef = float(ent_coef)
         self.seed = int(seed)
         self.rng = tf_stream(seed, "sampling")
         self.build_network(self.network)
@@ -77,7 +74,6 @@ class GaussianModel(tf.Module):
         if network_path:
             load_network_weights(self, network_path)
 
-    # ----------------------------------------------------------------------------------------------------
     def dummy_cond(self, batch: int = 1) -> Cond:
         cond = {"state": tf.zeros((batch, self.cond_steps, self.obs_dim))}
         rgb_shape = getattr(self.network, "rgb_shape", None)
@@ -89,6 +85,18 @@ class GaussianModel(tf.Module):
         """Create the weights of ``net`` by calling it once."""
         net(self.dummy_cond())
 
+
+class GaussianModel(ChunkPolicy):
+    """Diagonal Gaussian over the action chunk. ``tanh_output`` squashes draws *after* sampling (SAC-style,
+    the reference's GaussianModel flag); the networks' own ``tanh_output`` squashes the mean (PPO)."""
+
+    def __init__(self, network: keras.layers.Layer, horizon_steps: int, tanh_output: bool = False,
+                 ent_coef: float = 0.0, **kwargs: Any):
+        self.tanh_output = bool(tanh_output)
+        self.ent_coef = float(ent_coef)
+        super().__init__(network, horizon_steps, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------
     def dist_params(self, cond: Cond, net: keras.layers.Layer | None = None, training: bool = False,
                     deterministic: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(mean, std), each (B, T_p * D_a); deterministic replaces std by 1e-4."""

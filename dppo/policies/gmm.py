@@ -3,51 +3,21 @@ logits (B, M)) with D = T_p * D_a; each mode an independent Normal over the whol
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 import tensorflow as tf
 
 from dppo.policies import distributions as dist
-from dppo.policies.gaussian import DETERMINISTIC_STD, infer_dims, load_network_weights
+from dppo.policies.gaussian import DETERMINISTIC_STD, ChunkPolicy
 from dppo.utils.cond import Cond
-from dppo.utils.seeding import tf_stream
 
 
-class GMMModel(tf.Module):
+class GMMModel(ChunkPolicy):
     """Mixture policy with the DiffusionModel-like interface (``sample``, ``loss``, ``log_prob``, ``entropy``).
 
     Sampling draws a mode from the logits, then a Normal draw with z clamped to +-``randn_clip_value``
     (the reference does not clamp GMM draws; at the default 10 this is immaterial). Deterministic sampling
     keeps the mode draw but uses std 1e-4, as the reference does.
     """
-
-    load_ema = False
-
-    def __init__(self, network: keras.layers.Layer, horizon_steps: int, obs_dim: int | None = None,
-                 action_dim: int | None = None, cond_steps: int = 1, randn_clip_value: float = 10.0,
-                 network_path: str | None = None, seed: int = 0, device: Any = None, name: str | None = None):
-        super().__init__(name=name)
-        self.network = network
-        self.horizon_steps, self.cond_steps = int(horizon_steps), int(cond_steps)
-        self.obs_dim, self.action_dim = infer_dims(network, obs_dim, action_dim, self.cond_steps)
-        self.randn_clip_value = float(randn_clip_value)
-        self.seed = int(seed)
-        self.rng = tf_stream(seed, "sampling")
-        self.build_network(self.network)
-        self._sample = tf.function(self._sample_graph, reduce_retracing=True, autograph=False)
-        if network_path:
-            load_network_weights(self, network_path)
-
-    def dummy_cond(self, batch: int = 1) -> Cond:
-        cond = {"state": tf.zeros((batch, self.cond_steps, self.obs_dim))}
-        rgb_shape = getattr(self.network, "rgb_shape", None)
-        if rgb_shape is not None:
-            cond["rgb"] = tf.zeros((batch, *rgb_shape))
-        return cond
-
-    def build_network(self, net: keras.layers.Layer) -> None:
-        net(self.dummy_cond())
 
     def dist_params(self, cond: Cond, net: keras.layers.Layer | None = None, training: bool = False,
                     deterministic: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -4,7 +4,6 @@ by ``dppo.load_policy``. The checkpoints themselves are unchanged."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from dppo.policies.diffusion import DiffusionModel
 from dppo.policies.gaussian import GaussianModel
 from dppo.policies.gmm import GMMModel
 from dppo.utils.policy_file import write_policy_file
+from dppo.utils.validate import accepted_kwargs
 
 POLICY_FILE = "policy.npz"
 BASES = {"diffusion": DiffusionModel, "gaussian": GaussianModel, "gmm": GMMModel}
@@ -43,7 +43,7 @@ def policy_spec(cfg: DictConfig, model: Any, network_cfg: DictConfig) -> dict[st
     """The constructor arguments of the sampling policy (the model block's keys its base class takes, and the
     dims the model ended up with), the network config, and how observations are fed."""
     kind = policy_kind(model)
-    accepted = set(inspect.signature(BASES[kind].__init__).parameters) - NOT_SPEC
+    accepted = accepted_kwargs(BASES[kind]) - NOT_SPEC
     block = OmegaConf.to_container(cfg.model, resolve=True)
     kwargs = {k: v for k, v in block.items() if k in accepted}
     kwargs.update({k: int(getattr(model, k)) for k in ("horizon_steps", "obs_dim", "action_dim", "cond_steps")})

@@ -372,11 +372,15 @@ def inherited(cfg: Any, block: str, keys: Sequence[str], accepts: Callable[[str]
 def target_accepts(target: str) -> Callable[[str], bool]:
     """Whether the class ``target`` (a dotted path) takes a keyword argument of a given name, following
     ``**kwargs`` up its base classes."""
-    import inspect
-
     import hydra
 
-    cls = hydra.utils.get_class(target)
+    return accepted_kwargs(hydra.utils.get_class(target)).__contains__
+
+
+def accepted_kwargs(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up its base classes."""
+    import inspect
+
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -386,7 +390,7 @@ def target_accepts(target: str) -> Callable[[str], bool]:
         names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
-    return names.__contains__
+    return names
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
