@@ -118,6 +118,7 @@ def test_checkpoint_without_learned_std_loads_into_learn_fixed_std_network(tmp_p
     path = ckpt.save_checkpoint(tmp_path / "state_1.npz", {"model": pre.network.weights})
     ft = GaussianModel(Gaussian_MLP(2, 2, 3, mlp_dims=[8, 8, 8], residual_style=True, fixed_std=0.1,
                                     learn_fixed_std=learn), 2, network_path=str(path))
+    ft.load_initial_weights(ft.network_path)  # constructors do no file I/O
     cond = state_cond(4)
     np.testing.assert_allclose(ft.network(cond)[0], pre.network(cond)[0], rtol=1e-6)
     np.testing.assert_allclose(ft.network(cond)[1], 0.1, rtol=1e-5)

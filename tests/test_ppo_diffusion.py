@@ -148,3 +148,11 @@ def test_final_action_clip_is_recorded_in_the_chain():
     action, chain = m.sample({"state": tf.random.normal((16, 1, 3))}, return_chain=True)
     assert np.abs(action.numpy()).max() <= 0.05 + 1e-7
     np.testing.assert_array_equal(chain[:, -1], action)  # PPO scores the action the env receives
+
+
+def test_constructors_do_no_file_io():
+    """network_path is only recorded; the runner loads it after building (runners/ppo.py with_initial_weights)."""
+    from dppo.utils.checkpoint import CheckpointError
+    m = make_model(k=5, kp=3, network_path="does/not/exist.npz")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        m.load_initial_weights(m.network_path)

@@ -83,9 +83,12 @@ class PPODiffusion(DiffusionModel):
         self.build_network(self.actor_ft)
         self.critic(self.dummy_cond())
         self.sync_actor_ft()
-        if network_path:
-            from dppo.utils.checkpoint import load_finetune_weights
-            load_finetune_weights(self, network_path)
+        self.network_path = network_path
+
+    def load_initial_weights(self, path: str) -> None:
+        """A pre-trained policy (into network and actor_ft) or a fine-tuning checkpoint (network, actor_ft, critic)."""
+        from dppo.utils.checkpoint import load_finetune_weights
+        load_finetune_weights(self, path)
 
     @property
     def actor(self) -> keras.layers.Layer:

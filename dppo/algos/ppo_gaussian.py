@@ -89,8 +89,12 @@ class FineTunedPolicyPPO(SingleStepPolicy):
         self.actor_ft = self.network
         self.actor = actor if actor_ft is not None else None
         self.critic(self.dummy_cond())
-        if network_path:
-            load_single_step_policy(self, network_path)
+        self.sync_frozen_actor()
+        self.network_path = network_path
+
+    def load_initial_weights(self, path: str) -> None:
+        """A pre-trained policy, or a fine-tuning checkpoint (policy and critic); the frozen copy follows."""
+        load_single_step_policy(self, path)
         self.sync_frozen_actor()
 
     def sync_frozen_actor(self) -> None:

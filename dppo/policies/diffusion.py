@@ -63,9 +63,13 @@ class DiffusionModel(tf.Module):
         # draws a different random stream than the plain graph, and was slower under heavy load (benchmarks/)
         self._sample = tf.function(self._sample_graph, reduce_retracing=True,
                                    jit_compile=True if jit_compile_sampler else None)
-        if network_path:
-            from dppo.utils.checkpoint import load_policy_weights
-            load_policy_weights(self, network_path)
+        self.network_path = network_path  # read by load_initial_weights, not here: constructors do no file I/O
+
+    def load_initial_weights(self, path: str) -> None:
+        """The pre-trained policy fine-tuning or evaluation starts from (the EMA weights of a pre-training
+        checkpoint when present)."""
+        from dppo.utils.checkpoint import load_policy_weights
+        load_policy_weights(self, path)
 
     # ----------------------------------------------------------------------------------------------------
     def dummy_cond(self, batch: int = 1) -> Cond:

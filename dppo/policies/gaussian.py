@@ -71,8 +71,10 @@ class ChunkPolicy(tf.Module):
         self.rng = tf_stream(seed, "sampling")
         self.build_network(self.network)
         self._sample = tf.function(self._sample_graph, reduce_retracing=True, autograph=False)
-        if network_path:
-            load_network_weights(self, network_path)
+        self.network_path = network_path  # read by load_initial_weights, not here: constructors do no file I/O
+
+    def load_initial_weights(self, path: str) -> None:
+        load_network_weights(self, path)
 
     def dummy_cond(self, batch: int = 1) -> Cond:
         cond = {"state": tf.zeros((batch, self.cond_steps, self.obs_dim))}

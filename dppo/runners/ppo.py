@@ -45,6 +45,14 @@ from dppo.utils.seeding import generator_states, restore_generators, seed_everyt
 log = logging.getLogger(__name__)
 
 
+def with_initial_weights(model: Any) -> Any:
+    """Load what the config's ``model.network_path`` names into a freshly built model (constructors do no file
+    I/O): a pre-trained policy, or a fine-tuning checkpoint to continue from."""
+    if getattr(model, "network_path", None):
+        model.load_initial_weights(model.network_path)
+    return model
+
+
 class MinibatchPlan(NamedTuple):
     """What one PPO iteration's update does (the reference v0.5 rule; see ``minibatch_plan``)."""
 
@@ -161,8 +169,9 @@ class TrainPPOAgent:
         """The fine-tuning model; the actor network is built twice (frozen base and trainable copy)."""
         model_cfg = cfg.model
         actor_ft = validate.instantiate(model_cfg.actor)
-        return validate.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed,
-                                     reward_horizon=self.reward_horizon, **self.model_kwargs(cfg))
+        return with_initial_weights(validate.instantiate(model_cfg, actor_ft=actor_ft, seed=self.seed,
+                                                         reward_horizon=self.reward_horizon,
+                                                         **self.model_kwargs(cfg)))
 
     def trained_variables(self) -> list[tf.Variable]:
         return [*self.model.trainable_actor_variables(), *self.model.critic.trainable_variables]

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from dppo.algos.ppo import PPOBatch
 from dppo.nets.vit import RandomShiftsAug
-from dppo.runners.ppo import TrainPPOAgent
+from dppo.runners.ppo import TrainPPOAgent, with_initial_weights
 from dppo.utils.seeding import tf_stream
 from dppo.utils.validate import instantiate
 
@@ -35,8 +35,8 @@ class TrainPPOGaussianAgent(TrainPPOAgent):
 
     def build_model(self, cfg: DictConfig) -> Any:
         actor_ft = instantiate(cfg.model.actor)
-        return self.with_augment_stream(instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed,
-                                                    **self.model_kwargs(cfg)))
+        model = instantiate(cfg.model, actor_ft=actor_ft, seed=self.seed, **self.model_kwargs(cfg))
+        return self.with_augment_stream(with_initial_weights(model))
 
     def with_augment_stream(self, model: Any) -> Any:
         """Give the model the augmentation stream, so checkpoints carry it and a resumed run draws the same shifts."""
