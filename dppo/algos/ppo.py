@@ -113,16 +113,6 @@ class PPOLearner(tf.Module):
         self._values = tf.function(lambda cond: self.policy.critic(cond), reduce_retracing=True, autograph=False)
         self._update = tf.function(self._update_graph)
 
-    @classmethod
-    def from_config(cls, policy: Any, train: Any, seed: int) -> PPOLearner:
-        """Optimizers from the ``train`` block: actor_lr/critic_lr, weight decays, max_grad_norm, grad_accumulate."""
-        actor = AdamW(policy.trainable_actor_variables(), float(train.actor_lr),
-                      float(train.get("actor_weight_decay", 0.0)), max_grad_norm=train.get("max_grad_norm"),
-                      name="actor_optimizer")
-        critic = AdamW(policy.critic.trainable_variables, float(train.critic_lr),
-                       float(train.get("critic_weight_decay", 0.0)), name="critic_optimizer")
-        return cls(policy, actor, critic, seed, int(train.get("grad_accumulate", 1) or 1))
-
     # scoring ---------------------------------------------------------------------------------------------
     def _score_graph(self, cond: Cond, samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         log_probs, _ = self.policy.transition_log_probs(cond, samples, training=False)
@@ -165,8 +155,7 @@ class PPOLearner(tf.Module):
         per_sample = tf.cast(tf.size(self.policy.ppo_clip), tf.float32)
         zero = tf.constant(0.0)
         last = {key: zero for key in ("loss", *TERMS, "minibatch_transitions")}
-        clipfrac_sum, n_done, stop = zero, zero, tf.constant(False)
-        count = tf.constant(0)
+        clipfrac_sum, count, stop = zero, tf.constant(0), tf.constant(False)
         for _ in tf.range(update_epochs):
             perm = tf.argsort(self.shuffle_rng.uniform((n,)))
             for b in tf.range(n_batch):
@@ -181,7 +170,6 @@ class PPOLearner(tf.Module):
                 last = {"loss": loss, **{key: terms[key] for key in TERMS},
                         "minibatch_transitions": tf.cast(tf.size(i), tf.float32) * per_sample}
                 clipfrac_sum += terms["clipfrac"]
-                n_done += 1.0
                 count += 1
                 if self._acc is None:
                     self._apply(grads, n_actor, train_actor)
@@ -203,6 +191,7 @@ class PPOLearner(tf.Module):
         if self._acc is not None:  # a partial accumulation is dropped, as the reference does
             for acc in self._acc:
                 acc.assign(tf.zeros_like(acc))
+        n_done = tf.cast(count, tf.float32)
         return {**last, "clipfrac": clipfrac_sum / n_done, "n_minibatches": n_done}
 
     # checkpoints -----------------------------------------------------------------------------------------

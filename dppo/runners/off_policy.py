@@ -50,7 +50,7 @@ from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
-from dppo.utils.logging import MetricLogger, save_config, wandb_config
+from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
 from dppo.utils.seeding import np_stream, seed_everything
 
 log = logging.getLogger(__name__)
@@ -280,10 +280,7 @@ class TrainSACAgent:
             f"/ train.critic_lr ({float(train.get('critic_lr', 1e-3)):g}), or train.scale_reward_factor",
             lambda: ckpt.latest_checkpoint(self.checkpoint_dir),
             GuardSettings.from_config(train.get("divergence_guard"), "divergence_guard" in train))
-        # every check has passed: from here on the run may write into its folder
-        for folder in (self.checkpoint_dir, self.logdir, self.logdir / ".hydra"):
-            ckpt.remove_stale_temporaries(folder)
-        save_config(cfg, self.logdir)
+        open_run_folder(cfg, self.logdir)  # every check has passed: from here on the run may write
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_groups(self) -> dict[str, list[tf.Variable]]:

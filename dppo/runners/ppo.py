@@ -36,7 +36,7 @@ from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
-from dppo.utils.logging import MetricLogger, save_config, wandb_config
+from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
@@ -156,10 +156,7 @@ class TrainPPOAgent:
             f"({float(t.critic_lr):g}), or set train.max_grad_norm",
             lambda: ckpt.latest_checkpoint(self.checkpoint_dir),
             GuardSettings.from_config(t.get("divergence_guard"), "divergence_guard" in t))
-        # every check has passed: from here on the run may write into its folder
-        for folder in (self.checkpoint_dir, self.logdir, self.logdir / ".hydra"):
-            ckpt.remove_stale_temporaries(folder)
-        save_config(cfg, self.logdir)
+        open_run_folder(cfg, self.logdir)  # every check has passed: from here on the run may write
 
     def model_kwargs(self, cfg: DictConfig) -> dict[str, Any]:
         """Top-level keys the model block does not set but its class takes (``cond_steps``)."""

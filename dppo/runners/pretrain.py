@@ -24,7 +24,7 @@ from dppo.runners.policy_save import save_policy
 from dppo.utils import checkpoint as ckpt
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
-from dppo.utils.logging import MetricLogger, save_config, wandb_config
+from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.scheduler import make_scheduler
 from dppo.utils.seeding import generator_states, restore_generators, seed_everything
@@ -92,10 +92,7 @@ class TrainDiffusionAgent:
             f"an update too large for this data - lower train.learning_rate ({float(train.learning_rate):g}) or set "
             f"train.max_grad_norm", lambda: ckpt.latest_checkpoint(self.checkpoint_dir),
             GuardSettings.from_config(train.get("divergence_guard"), "divergence_guard" in train))
-        # every check has passed: from here on the run may write into its folder
-        for folder in (self.checkpoint_dir, self.logdir, self.logdir / ".hydra"):
-            ckpt.remove_stale_temporaries(folder)
-        save_config(cfg, self.logdir)
+        open_run_folder(cfg, self.logdir)  # every check has passed: from here on the run may write
 
     def data_facts(self) -> dict:
         """Shapes of the training data, recorded in checkpoints and compared on resume."""

@@ -27,6 +27,17 @@ def save_config(cfg: Any, log_dir: str | Path, name: str = "config.yaml", resolv
     return write_text_atomic(Path(log_dir) / name, OmegaConf.to_yaml(cfg, resolve=resolve))
 
 
+def open_run_folder(cfg: Any, log_dir: str | Path) -> None:
+    """Once every check of a run has passed: remove the temporary files a killed run left in its folder
+    (``checkpoint/``, the folder itself, ``.hydra/``) and write its ``config.yaml``."""
+    from dppo.utils.checkpoint import remove_stale_temporaries
+
+    log_dir = Path(log_dir)
+    for folder in (log_dir / "checkpoint", log_dir, log_dir / ".hydra"):
+        remove_stale_temporaries(folder)
+    save_config(cfg, log_dir)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, fsync and rename; an ``OSError`` names ``path``."""
     from dppo.utils.checkpoint import fsync_dir, raise_with_path
