@@ -96,16 +96,16 @@ def load_actor(agent: Any, path: Path) -> None:
 def rollout(agent: Any, task: str, n_transitions: int, n_envs: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
     """Stochastic rollouts of ``agent``'s current actor on raw envs until ``n_transitions`` steps of finished
     episodes exist; returns flat D4RL-style arrays cut at exactly ``n_transitions`` rows (last row: timeout)."""
-    from dppo.runners.off_policy import EnvGroup
+    from dppo.runners.off_policy import replay_envs, state, step_states
 
-    envs = EnvGroup(dataset_name(task), n_envs, RAW_WRAPPERS, seed)
-    obs = envs.reset()
+    envs = replay_envs(dataset_name(task), n_envs, RAW_WRAPPERS, seed)
+    obs = state(envs.reset(seed=seed)[0])
     current: list[dict[str, list]] = [{k: [] for k in ("obs", "act", "rew", "term", "tout")} for _ in range(n_envs)]
     done: list[dict[str, np.ndarray]] = []
     total = 0
     while total < n_transitions:
         actions = agent.policy_action(obs, False)
-        new_obs, rewards, term, trunc, _ = envs.step(actions)
+        new_obs, rewards, term, trunc, _ = step_states(envs, actions)
         for i in range(n_envs):
             c = current[i]
             c["obs"].append(obs[i, -1])
@@ -130,18 +130,18 @@ def score_snapshots(agent: Any, task: str, n_episodes: int, seed: int, max_score
                     history: list[dict[str, float]] | None = None) -> list[dict[str, float]]:
     """Mean/std of stochastic-policy returns of the snapshots: all of them, or the ``max_scored`` whose
     logged deterministic evaluation (``history``) is closest to the target return."""
-    from dppo.runners.off_policy import EnvGroup, evaluate_policy
+    from dppo.runners.off_policy import evaluate_policy, replay_envs
 
     candidates = snapshots(agent.checkpoint_dir)
     det = {int(e["step"]): e["mean"] for e in history or []}
     if max_scored is not None and len(candidates) > max_scored and det:
         target = TARGET_RETURN[task]
         candidates = sorted(sorted(candidates, key=lambda c: abs(det.get(c[0], -1e9) - target))[:max_scored])
-    envs = EnvGroup(dataset_name(task), n_episodes, RAW_WRAPPERS, seed)
+    envs = replay_envs(dataset_name(task), n_episodes, RAW_WRAPPERS, seed)
     scores = []
     for step, path in candidates:
         load_actor(agent, path)
-        r = evaluate_policy(envs, lambda o: agent.policy_action(o, False))
+        r = evaluate_policy(envs, lambda o: agent.policy_action(o, False), seed=seed)
         scores.append({"step": step, "mean": float(r.mean()), "std": float(r.std())})
         print(f"  snapshot {step:>7d}: stochastic return {r.mean():8.1f} +- {r.std():6.1f}", flush=True)
     envs.close()

@@ -18,6 +18,7 @@ import numpy as np
 
 from dppo.envs import tasks
 from dppo.envs.avoid import ENV_IDS, AvoidBatch, make_avoid_env
+from dppo.envs.vector import AutoresetMode, VectorEnv
 from dppo.envs.wrappers import WRAPPERS, MultiStep, NormalizeObsAction, wrap
 
 NORMALIZE_WRAPPERS = tuple(name for name, cls in WRAPPERS.items() if cls is NormalizeObsAction)
@@ -35,10 +36,11 @@ def supports(name: str, wrappers: Mapping[str, Any] | None) -> bool:
     return names in [["multi_step"]] + [[n, "multi_step"] for n in NORMALIZE_WRAPPERS]
 
 
-class AvoidVectorEnv:
+class AvoidVectorEnv(VectorEnv):
     """``n_envs`` Avoid envs behind the same wrappers as the sync vector env, stepped as one batch.
 
-    Same interface as :class:`dppo.envs.vector.SyncVectorEnv`: ``reset(seed)`` -> ({"state": (N, T_o, 4)}, {}),
+    The same contract as :class:`dppo.envs.vector.SyncVectorEnv` (autoreset mode SameStep when
+    ``multi_step.reset_within_step``, else Disabled): ``reset(seed)`` -> ({"state": (N, T_o, 4)}, {}),
     ``step(actions (N, T_a, 2))`` -> (obs, rewards (N,) float32, terminated (N,), truncated (N,), infos).
     """
 
@@ -51,8 +53,6 @@ class AvoidVectorEnv:
         # one wrapped env, built as the sync path builds it: it validates the config the same way and gives
         # the spaces and the normalisation arrays
         ref = wrap(make_avoid_env(name, **env_kwargs), wrappers)
-        self.single_observation_space = ref.observation_space
-        self.single_action_space = ref.action_space
         self.norm, self.clamp_obs = None, False
         ms: dict[str, Any] = {}
         env = ref
@@ -69,7 +69,8 @@ class AvoidVectorEnv:
         self.max_episode_steps = ms["max_episode_steps"]
         self.reset_within_step = ms["reset_within_step"]
         self.pass_full_observations = ms["pass_full_observations"]
-        self.num_envs = int(n_envs)
+        self._declare(n_envs, ref.observation_space, ref.action_space,
+                      AutoresetMode.SAME_STEP if self.reset_within_step else AutoresetMode.DISABLED)
         self.sim = AvoidBatch(self.num_envs, reward_mode_bit=ENV_IDS[name],
                               **{k: v for k, v in env_kwargs.items() if k in _BATCH_KWARGS})
         self.elapsed = np.zeros(self.num_envs, np.int64)
@@ -143,8 +144,6 @@ class AvoidVectorEnv:
     def call(self, name: str, *args, **kwargs) -> list[Any]:
         raise NotImplementedError("AvoidVectorEnv has no per-env objects; set env.batched=false to use them")
 
-    def close(self) -> None:
-        pass
 
 
 def make_batched(name: str, n_envs: int, wrappers: Mapping[str, Any] | None = None,

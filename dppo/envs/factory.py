@@ -2,11 +2,12 @@
 
 The env block of a config names the task (``env.name``) and the wrappers in order (``env.wrappers``). The
 task's module makes the base env (:mod:`dppo.envs.tasks`); names of no registered task are gymnasium ids.
-Envs are stepped in one process (``dppo.envs.vector.SyncVectorEnv``): on two cores that is faster than paying
-inter-process costs (1.5-2.5x measured for MuJoCo locomotion). A task may register a batched implementation
-that runs all envs of a run as one vector env with the same results (Avoid's ``AvoidVectorEnv``, tens of
-times faster); with ``env.batched`` (default true) the factory uses it whenever it can reproduce the
-config's wrapper stack, and the per-env sync stack otherwise.
+Every vector env follows one contract (:mod:`dppo.envs.vector`: gymnasium's ``VectorEnv`` with an explicit
+autoreset mode). Envs are stepped in one process (``dppo.envs.vector.SyncVectorEnv``): on two cores that is
+faster than paying inter-process costs (1.5-2.5x measured for MuJoCo locomotion). A task may register a
+batched implementation that runs all envs of a run as one vector env with the same results (Avoid's
+``AvoidVectorEnv``, tens of times faster); with ``env.batched`` (default true) the factory uses it whenever
+it can reproduce the config's wrapper stack, and the per-env sync stack otherwise.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import gymnasium as gym
 
 from dppo.envs import tasks
-from dppo.envs.vector import SyncVectorEnv
+from dppo.envs.vector import AutoresetMode, SyncVectorEnv
 from dppo.envs.wrappers import WRAPPERS, wrap
 
 __all__ = ["WRAPPERS", "make_env", "make_from_config", "make_vector_env", "wrap"]
@@ -40,10 +41,15 @@ def _make_one(name: str, wrappers: Mapping | None, env_kwargs: Mapping, seed: in
 
 
 def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, seed: int = 0,
-                    vector: str = "sync", env_kwargs: Mapping | None = None, batched: bool = True) -> Any:
-    """``n_envs`` wrapped copies, env i seeded with seed + i; no auto-reset (the multi-step wrapper resets
-    within a step when configured, and the runner resets at iterations). ``batched``: use the task's batched
-    vector env when it has one for these wrappers (same results, no per-env Python loop)."""
+                    vector: str = "sync", env_kwargs: Mapping | None = None, batched: bool = True,
+                    autoreset_mode: AutoresetMode | str | None = None) -> Any:
+    """``n_envs`` wrapped copies, env i seeded with seed + i. ``autoreset_mode`` None follows the config (SameStep
+    when ``multi_step.reset_within_step``, else Disabled: the runner resets at iterations); SameStep makes every
+    ended episode reset within its step (what replay-based learners and data makers want). ``batched``: use
+    the task's batched vector env when it has one for these wrappers (same results, no per-env Python loop)."""
+    if autoreset_mode is not None and AutoresetMode(autoreset_mode) == AutoresetMode.SAME_STEP and wrappers \
+            and "multi_step" in wrappers:
+        wrappers = {**wrappers, "multi_step": {**dict(wrappers["multi_step"] or {}), "reset_within_step": True}}
     if vector != "sync":
         raise ValueError(f"env.vector must be 'sync', got '{vector}' (on two cores stepping in one process is "
                          f"faster than subprocesses; see benchmarks/)")
@@ -53,11 +59,16 @@ def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, see
         if venv is not None:
             return venv
     return SyncVectorEnv([partial(_make_one, name, wrappers, dict(env_kwargs or {}), seed + i)
-                          for i in range(n_envs)])
+                          for i in range(n_envs)], autoreset_mode)
 
 
-def make_from_config(env_cfg: Mapping[str, Any], seed: int) -> gym.vector.VectorEnv:
-    """From the reference's ``env`` config block."""
+def make_from_config(env_cfg: Mapping[str, Any], seed: int, n_envs: int | None = None,
+                     autoreset_mode: AutoresetMode | str | None = None) -> gym.vector.VectorEnv:
+    """From the reference's ``env`` config block (``n_envs`` overrides ``env.n_envs``)."""
     kwargs = dict(env_cfg.get("specific") or {})
-    return make_vector_env(env_cfg["name"], int(env_cfg["n_envs"]), env_cfg.get("wrappers"), seed,
-                           env_cfg.get("vector", "sync"), kwargs, bool(env_cfg.get("batched", True)))
+    wrappers = env_cfg.get("wrappers")
+    if wrappers is not None and not isinstance(wrappers, dict):
+        wrappers = {k: dict(v or {}) for k, v in wrappers.items()}
+    return make_vector_env(env_cfg["name"], int(env_cfg["n_envs"] if n_envs is None else n_envs), wrappers, seed,
+                           env_cfg.get("vector", "sync"), kwargs, bool(env_cfg.get("batched", True)),
+                           autoreset_mode)

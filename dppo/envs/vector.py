@@ -1,6 +1,19 @@
-"""A synchronous vector env for the reference's semantics: no auto-reset (the multi-step wrapper resets within a
-step when configured; the runner resets at iterations), dict observations stacked per key, and the per-env
-infos the runners read (``final_obs``, ``full_obs``) stacked with a ``_<key>`` mask, as gymnasium does."""
+"""The vector-env contract every runner and data maker uses: gymnasium's ``VectorEnv`` with an explicit
+autoreset mode (``metadata["autoreset_mode"]``).
+
+* ``AutoresetMode.SAME_STEP``: an env whose episode ends (terminated or truncated) is reset inside that
+  ``step``; the returned observation starts the next episode and the last observation of the ended one is in
+  ``infos["final_obs"]`` (rows flagged by ``infos["_final_obs"]``). The reference's ``multi_step`` wrapper
+  with ``reset_within_step: True`` does this per env; the vector env resets the envs that do not reset
+  themselves.
+* ``AutoresetMode.DISABLED``: nothing resets but ``reset()`` (the reference's configs with
+  ``reset_within_step: False`` reset every iteration).
+
+Observations are stacked per key for dict spaces; ``infos`` carries the per-env keys the runners read
+(``final_obs``, ``full_obs``) stacked with a ``_<key>`` mask, as gymnasium does. :class:`SyncVectorEnv`
+steps wrapped envs one after another in this process; a task may provide a batched subclass (Avoid's
+``AvoidVectorEnv``) that computes the same numbers for all envs at once.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +22,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+__all__ = ["AutoresetMode", "SyncVectorEnv", "VectorEnv", "resets_within_step", "stack_obs"]
 
 
 def stack_obs(items: Sequence[Any]) -> Any:
@@ -17,14 +34,51 @@ def stack_obs(items: Sequence[Any]) -> Any:
     return np.stack(items)
 
 
-class SyncVectorEnv:
-    """``n`` envs stepped one after another in this process."""
+def resets_within_step(env: gym.Env) -> bool:
+    """Whether a wrapped env resets itself at episode end (a ``multi_step`` wrapper with ``reset_within_step``)."""
+    while env is not None:
+        if getattr(env, "reset_within_step", False):
+            return True
+        env = getattr(env, "env", None)
+    return False
 
-    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]]):
+
+class VectorEnv(gym.vector.VectorEnv):
+    """Base of the project's vector envs: spaces, ``num_envs`` and the declared autoreset mode."""
+
+    def _declare(self, n_envs: int, single_observation_space: gym.Space, single_action_space: gym.Space,
+                 autoreset_mode: AutoresetMode) -> None:
+        self.num_envs = int(n_envs)
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = batch_space(single_observation_space, self.num_envs)
+        self.action_space = batch_space(single_action_space, self.num_envs)
+        self.metadata = {**self.metadata, "autoreset_mode": AutoresetMode(autoreset_mode)}
+
+    @property
+    def autoreset_mode(self) -> AutoresetMode:
+        return self.metadata["autoreset_mode"]
+
+
+class SyncVectorEnv(VectorEnv):
+    """``n`` wrapped envs stepped one after another in this process.
+
+    ``autoreset_mode``: SAME_STEP or DISABLED (see the module docstring); None takes SAME_STEP when the envs
+    reset themselves within a step and DISABLED otherwise.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode: AutoresetMode | str | None = None):
         self.envs = [fn() for fn in env_fns]
-        self.num_envs = len(self.envs)
-        self.single_observation_space = self.envs[0].observation_space
-        self.single_action_space = self.envs[0].action_space
+        self_reset = resets_within_step(self.envs[0])
+        if autoreset_mode is None:
+            autoreset_mode = AutoresetMode.SAME_STEP if self_reset else AutoresetMode.DISABLED
+        autoreset_mode = AutoresetMode(autoreset_mode)
+        if autoreset_mode == AutoresetMode.NEXT_STEP:
+            raise ValueError("SyncVectorEnv supports the autoreset modes SameStep and Disabled, not NextStep")
+        if autoreset_mode == AutoresetMode.DISABLED and self_reset:
+            raise ValueError("autoreset mode Disabled, but the envs reset themselves within a step "
+                             "(multi_step.reset_within_step is true)")
+        self._declare(len(self.envs), self.envs[0].observation_space, self.envs[0].action_space, autoreset_mode)
 
     def reset(self, seed: int | None = None, options: dict | Sequence[dict] | None = None):
         """Reset every env (env i with ``seed + i``); ``options`` is one dict for all envs or one per env
@@ -35,7 +89,14 @@ class SyncVectorEnv:
         return stack_obs([o for o, _ in out]), {}
 
     def step(self, actions: np.ndarray):
-        results = [env.step(a) for env, a in zip(self.envs, actions)]
+        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
+        results = []
+        for env, a in zip(self.envs, actions):
+            obs, reward, term, trunc, info = env.step(a)
+            if same_step and (term or trunc) and "final_obs" not in info:  # the env does not reset itself
+                info = {**info, "final_obs": obs}
+                obs, _ = env.reset()
+            results.append((obs, reward, term, trunc, info))
         obs = stack_obs([r[0] for r in results])
         rewards = np.array([r[1] for r in results], np.float32)
         terminated = np.array([r[2] for r in results], bool)
@@ -56,6 +117,6 @@ class SyncVectorEnv:
     def call(self, name: str, *args, **kwargs) -> list[Any]:
         return [getattr(env, name)(*args, **kwargs) for env in self.envs]
 
-    def close(self) -> None:
+    def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
             env.close()

@@ -45,7 +45,8 @@ from tqdm import tqdm
 
 from dppo.algos.sac import SAC
 from dppo.data.normalization import check_normalization_dims
-from dppo.envs.factory import make_env, wrap
+from dppo.envs.factory import make_vector_env
+from dppo.envs.vector import AutoresetMode, VectorEnv
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
@@ -123,66 +124,38 @@ class ReplayBuffer:
 
 
 # ---------------------------------------------------------------------------------------------------------
-class EnvGroup:
-    """``n`` wrapped envs stepped in this process (no vector-env autoreset bookkeeping): obs are stacked
-    ``state`` arrays (n, T_o, D_o); envs without ``reset_within_step`` are reset here at episode end."""
-
-    def __init__(self, name: str, n: int, wrappers: Mapping | None, seed: int,
-                 env_kwargs: Mapping | None = None):
-        self.envs: list[gym.Env] = [wrap(make_env(name, **dict(env_kwargs or {})), wrappers) for _ in range(n)]
-        self.seed = seed
-        self.n = n
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        return tuple(self.envs[0].action_space.shape)
-
-    @property
-    def obs_shape(self) -> tuple[int, ...]:
-        space = self.envs[0].observation_space
-        return tuple((space["state"] if isinstance(space, gym.spaces.Dict) else space).shape)
-
-    @staticmethod
-    def _state(obs: Any) -> np.ndarray:
-        return np.asarray(obs["state"] if isinstance(obs, dict) else obs, np.float32)
-
-    def reset(self, seed_offset: int = 0) -> np.ndarray:
-        return np.stack([self._state(e.reset(seed=self.seed + seed_offset + i)[0]) for i, e in enumerate(self.envs)])
-
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Returns obs after any reset, reward, terminated, truncated and the true next obs (pre-reset)."""
-        obs, next_obs = [], []
-        rewards = np.zeros(self.n, np.float32)
-        term = np.zeros(self.n, bool)
-        trunc = np.zeros(self.n, bool)
-        for i, env in enumerate(self.envs):
-            o, r, te, tr, info = env.step(actions[i])
-            rewards[i], term[i], trunc[i] = r, te, tr
-            o = self._state(o)
-            if te or tr:
-                if "final_obs" in info:  # the multi-step wrapper already reset itself
-                    next_obs.append(self._state(info["final_obs"]))
-                else:
-                    next_obs.append(o)
-                    o = self._state(env.reset()[0])
-            else:
-                next_obs.append(o)
-            obs.append(o)
-        return np.stack(obs), rewards, term, trunc, np.stack(next_obs)
-
-    def close(self) -> None:
-        for e in self.envs:
-            e.close()
+def replay_envs(name: str, n: int, wrappers: Mapping | None, seed: int,
+                env_kwargs: Mapping | None = None) -> VectorEnv:
+    """``n`` wrapped envs (env i seeded ``seed + i``) that reset within the step an episode ends in
+    (autoreset mode SameStep), the true last observation in ``infos["final_obs"]``."""
+    return make_vector_env(name, n, wrappers, seed, env_kwargs=env_kwargs, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
-def evaluate_policy(envs: EnvGroup, policy: Callable[[np.ndarray], np.ndarray], seed_offset: int = 0,
+def state(obs: Any) -> np.ndarray:
+    """The ``state`` array (n, T_o, D_o) of a vector env's observation."""
+    return np.asarray(obs["state"] if isinstance(obs, dict) else obs, np.float32)
+
+
+def step_states(venv: VectorEnv, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One step of a SameStep vector env as states: (obs after any reset, reward, terminated, truncated, the
+    true next obs: the ended episode's last obs where one ended)."""
+    obs, rewards, term, trunc, info = venv.step(actions)
+    obs = state(obs)
+    next_obs = obs.copy()
+    if "final_obs" in info:
+        rows = info["_final_obs"]
+        next_obs[rows] = state(info["final_obs"])[rows]
+    return obs, rewards, term, trunc, next_obs
+
+
+def evaluate_policy(envs: VectorEnv, policy: Callable[[np.ndarray], np.ndarray], seed: int | None = None,
                     max_steps: int = 100000) -> np.ndarray:
-    """One full episode per env (all in lockstep); returns the episode returns (n,)."""
-    obs = envs.reset(seed_offset)
-    returns = np.zeros(envs.n)
-    running = np.ones(envs.n, bool)
+    """One full episode per env (all in lockstep, env i reset with ``seed + i``); returns the returns (n,)."""
+    obs = state(envs.reset(seed=seed)[0])
+    returns = np.zeros(envs.num_envs)
+    running = np.ones(envs.num_envs, bool)
     for _ in range(max_steps):
-        obs, rewards, term, trunc, _ = envs.step(policy(obs))
+        obs, rewards, term, trunc, _ = step_states(envs, policy(obs))
         returns += rewards * running
         running &= ~(term | trunc)
         if not running.any():
@@ -250,11 +223,12 @@ class TrainSACAgent:
         self.act_steps = int(cfg.get("act_steps", 1))
         wrappers = _plain(env_cfg.get("wrappers"))
         env_kwargs = _plain(env_cfg.get("specific"))
-        self.envs = EnvGroup(env_cfg.name, self.n_envs, wrappers, self.seed, env_kwargs)
-        self.eval_envs = EnvGroup(env_cfg.name, self.n_eval_episode, wrappers, self.seed + EVAL_SEED_OFFSET,
-                                  env_kwargs) if self.n_eval_episode > 0 else None
-        self.action_shape = self.envs.action_shape  # (T_a, D_a)
-        self.obs_shape = self.envs.obs_shape  # (T_o, D_o)
+        self.envs = replay_envs(env_cfg.name, self.n_envs, wrappers, self.seed, env_kwargs)
+        self.eval_envs = replay_envs(env_cfg.name, self.n_eval_episode, wrappers, self.seed + EVAL_SEED_OFFSET,
+                                     env_kwargs) if self.n_eval_episode > 0 else None
+        self.action_shape = tuple(self.envs.single_action_space.shape)  # (T_a, D_a)
+        space = self.envs.single_observation_space
+        self.obs_shape = tuple((space["state"] if isinstance(space, gym.spaces.Dict) else space).shape)  # (T_o, D_o)
         if self.obs_shape[-1] != int(cfg.obs_dim) or self.action_shape[-1] != int(cfg.action_dim):
             raise ValueError(f"env {env_cfg.name} has obs dim {self.obs_shape[-1]} and action dim "
                              f"{self.action_shape[-1]}, but the config says obs_dim={cfg.obs_dim}, "
@@ -334,7 +308,7 @@ class TrainSACAgent:
     def evaluate(self) -> tuple[float, float]:
         """Mean and std of ``n_eval_episode`` deterministic (tanh of mean) episode returns."""
         returns = evaluate_policy(self.eval_envs, lambda o: self.policy_action(o, True),
-                                  seed_offset=self.itr)
+                                  seed=self.seed + EVAL_SEED_OFFSET + self.itr)
         return float(returns.mean()), float(returns.std())
 
     # ------------------------------------------------------------------------------------------ loop
@@ -344,7 +318,7 @@ class TrainSACAgent:
         self.guard.seed(norms=[weight_norm(self.trained_variables())])
         env_name = str(self.cfg.env.name)
         start = time.time()
-        obs = self.envs.reset(seed_offset=self.itr)
+        obs = state(self.envs.reset(seed=self.seed + self.itr)[0])
         episode_return = np.zeros(self.n_envs)
         finished: list[float] = []
         metrics: dict[str, tf.Tensor] = {}
@@ -355,7 +329,7 @@ class TrainSACAgent:
             i = self.itr
             for _ in range(self.n_steps):
                 action = self.explore_action() if i < self.n_explore_steps else self.policy_action(obs, False)
-                next_obs_reset, reward, term, trunc, next_obs = self.envs.step(action)
+                next_obs_reset, reward, term, trunc, next_obs = step_states(self.envs, action)
                 if not (np.isfinite(reward).all() and np.isfinite(next_obs).all()):  # before it enters the buffer
                     self.guard.check_rollout(i, {"obs": {"state": next_obs[None]}, "rewards": reward[None],
                                                  "last_obs": {}}, env_name, first_step=i)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from dppo.data.normalization import Normalization
+from dppo.envs.vector import AutoresetMode
 from dppo.utils.cond import Cond
 
 
@@ -24,6 +25,9 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
     the first ``act_steps`` actions of each chunk are executed. ``value_fn`` evaluates V on the final
     observation of episodes that were truncated (for bootstrapping). ``firsts`` (n_steps + 1, N) follows the
     reference: firsts[0] = ``firsts0``, firsts[i + 1] = episode ended at step i."""
+    if venv.metadata.get("autoreset_mode") not in (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED):
+        raise ValueError(f"rollout needs a vector env with autoreset mode SameStep or Disabled "
+                         f"(dppo.envs.vector), got {venv.metadata.get('autoreset_mode')!r}")
     n_e = venv.num_envs
     obs_buf = {k: np.zeros((n_steps, *np.shape(v)), np.float32) for k, v in obs.items()}
     samples = None
