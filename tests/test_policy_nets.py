@@ -138,7 +138,7 @@ def write_smooth_dataset(path, n_traj=30, length=20, seed=0):
 
 def epoch_losses(logdir):
     with open(logdir / "metrics.csv", newline="") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
+        return [float(r["loss/loss"]) for r in csv.DictReader(f)]
 
 
 NET = {"horizon_steps": 4, "action_dim": 2, "cond_dim": 2}

@@ -130,7 +130,7 @@ def test_metrics_row_is_on_disk_before_its_checkpoint_and_resume_truncates(two_m
     resumed.run()
     rows = MetricLogger(tmp_path / "run").rows
     assert [r["step"] for r in rows] == ["1", "2", "3"]
-    assert rows[1]["loss"] == logged[1]["loss"]  # epoch 2 ran again, exactly
+    assert rows[1]["loss/loss"] == logged[1]["loss/loss"]  # epoch 2 ran again, exactly
 
 
 def test_half_written_last_row_is_dropped_and_rows_past_the_checkpoint_truncated(tmp_path, caplog):

@@ -224,7 +224,7 @@ def test_checkpoint_resume_restores_everything(tmp_path):
     assert second.itr == 460 and len(second.buffer) == 460
     assert second.sac.critic_optimizer.iterations.numpy() == first.sac.critic_optimizer.iterations.numpy() + 10
     rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
-    assert all(k in rows[0] for k in ("loss - critic", "loss - actor", "entropy coeff", "total env step"))
+    assert all(k in rows[0] for k in ("loss/critic", "loss/actor", "loss/alpha", "env_steps"))
 
 
 def test_sac_improves_on_pendulum(tmp_path):
@@ -233,6 +233,6 @@ def test_sac_improves_on_pendulum(tmp_path):
     result = agent.run()
     trained, _ = agent.evaluate()
     logged = (tmp_path / "run" / "metrics.csv").read_text()
-    assert "avg episode reward - train" in logged
+    assert "train/avg_episode_reward" in logged
     # random/untrained policies score about -1200 to -1500; a policy that swings up scores above -400
     assert trained > max(random_returns) + 300, (random_returns, trained, result)

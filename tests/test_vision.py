@@ -134,7 +134,7 @@ def test_vision_diffusion_mlp_pretrains(tmp_path):
     })
     TrainDiffusionAgent(cfg).run()
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
-        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+        losses = [float(r["loss/loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 2 and losses[-1] < 0.9 * losses[0], losses
 
 

@@ -201,19 +201,19 @@ def eval_history(metrics_csv: Path) -> list[dict[str, float]]:
     if not metrics_csv.is_file():
         return []
     with open(metrics_csv, newline="") as f:
-        return [{"step": int(float(r["step"])), "mean": float(r["avg episode reward - eval"]),
-                 "std": float(r.get("std episode reward - eval") or "nan")}
-                for r in csv.DictReader(f) if r.get("avg episode reward - eval")]
+        return [{"step": int(float(r["step"])), "mean": float(r["eval/avg_episode_reward"]),
+                 "std": float(r.get("eval/std_episode_reward") or "nan")}
+                for r in csv.DictReader(f) if r.get("eval/avg_episode_reward")]
 
 
 def sac_wall_seconds(metrics_csv: Path) -> float:
-    """Wall time of the SAC run summed over its resumed segments (``wall_time`` restarts at each resume)."""
+    """Wall time of the SAC run summed over its resumed segments (``time/wall`` restarts at each resume)."""
     import csv
 
     if not metrics_csv.is_file():
         return 0.0
     with open(metrics_csv, newline="") as f:
-        walls = [float(r["wall_time"]) for r in csv.DictReader(f) if r.get("wall_time")]
+        walls = [float(r["time/wall"]) for r in csv.DictReader(f) if r.get("time/wall")]
     total, prev = 0.0, 0.0
     for w in walls:
         if w < prev:

@@ -48,6 +48,7 @@ from dppo.data.normalization import check_normalization_dims
 from dppo.envs.factory import make_vector_env
 from dppo.envs.vector import AutoresetMode, VectorEnv
 from dppo.utils import checkpoint as ckpt
+from dppo.utils import metrics as metrics_names
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
@@ -365,23 +366,20 @@ class TrainSACAgent:
                         self.guard.fail(self.itr, f"{key} is {float(metrics[key])}", "the SAC update",
                                         self.guard.cause)
             if self.itr % self.log_freq == 0 or evaluated or self.itr == self.n_train_itr:
-                row = {"total env step": self.env_steps, "wall_time": time.time() - start,
-                       "buffer size": len(self.buffer)}
-                if "loss_critic" in metrics:
-                    row["loss - critic"] = float(metrics["loss_critic"])
-                    row["q"] = float(metrics["q"])
-                if "loss_actor" in metrics:
-                    row.update({"loss - actor": float(metrics["loss_actor"]),
-                                "loss - alpha": float(metrics["loss_alpha"]),
-                                "entropy": float(metrics["entropy"])})
-                row["entropy coeff"] = float(self.sac.alpha)
+                row = {metrics_names.ENV_STEPS: self.env_steps, metrics_names.WALL: time.time() - start,
+                       "buffer_size": len(self.buffer), "loss/alpha": float(self.sac.alpha)}
+                for key, name in (("loss_critic", "critic"), ("q", "q"), ("loss_actor", "actor"),
+                                  ("loss_alpha", "temperature"), ("entropy", "entropy")):
+                    if key in metrics:
+                        row[f"loss/{name}"] = float(metrics[key])
                 if finished:
-                    row["avg episode reward - train"] = float(np.mean(finished))
-                    row["num episode - train"] = len(finished)
+                    row.update(metrics_names.episode_metrics(
+                        "train", {"avg_episode_reward": float(np.mean(finished)), "num_episode": len(finished)}))
                     finished = []
                 if evaluated:
-                    row.update({"avg episode reward - eval": eval_mean, "std episode reward - eval": eval_std,
-                                "num episode - eval": self.n_eval_episode})
+                    row.update(metrics_names.episode_metrics(
+                        "eval", {"avg_episode_reward": eval_mean, "std_episode_reward": eval_std,
+                                 "num_episode": self.n_eval_episode}))
                 logger.log(self.itr, row)  # durable before the checkpoint that includes this iteration
             fault_point(f"metrics:{self.itr}")
             if saving:

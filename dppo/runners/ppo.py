@@ -33,6 +33,7 @@ from dppo.runners.episodes import episode_stats
 from dppo.runners.policy_save import save_policy
 from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
+from dppo.utils import metrics as metrics_names
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
@@ -272,7 +273,7 @@ class TrainPPOAgent:
             self.last_states = full_states(ro)
             t_rollout = time.time() - t0
             prefix = "eval" if eval_mode else "train"
-            metrics = {f"{prefix}/{k}": v for k, v in stats.items()}
+            metrics = metrics_names.episode_metrics(prefix, stats)
             if not eval_mode:
                 self.env_steps += self.n_envs * self.n_steps * self.act_steps
                 t1 = time.time()
@@ -295,7 +296,8 @@ class TrainPPOAgent:
                     self.actor_optimizer.set_lr(self.actor_scheduler.lr)
             self.critic_scheduler.step()
             self.critic_optimizer.set_lr(self.critic_scheduler.lr)
-            metrics.update({"env_steps": self.env_steps, "time/rollout": t_rollout, "time/wall": time.time() - start,
+            metrics.update({metrics_names.ENV_STEPS: self.env_steps, "time/rollout": t_rollout,
+                            metrics_names.WALL: time.time() - start,
                             "lr/actor": float(self.actor_optimizer.learning_rate.numpy()),
                             "lr/critic": float(self.critic_optimizer.learning_rate.numpy())})
             if self.plot_due(itr):

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from dppo.data.normalization import DatasetError
 from dppo.runners.policy_save import save_policy
 from dppo.utils import checkpoint as ckpt
+from dppo.utils import metrics as metrics_names
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
 from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
@@ -152,9 +153,10 @@ class TrainDiffusionAgent:
     def run(self) -> dict:
         logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
         logger.truncate(self.epoch)  # rows past the checkpoint resumed from (all rows for a fresh start)
-        self.guard.seed([float(r["loss"]) for r in logger.rows if r.get("loss")], [weight_norm(self.variables)])
+        self.guard.seed([float(r["loss/loss"]) for r in logger.rows if r.get("loss/loss")],
+                        [weight_norm(self.variables)])
         start = time.time()
-        loss = float(logger.rows[-1]["loss"]) if logger.rows else float("nan")
+        loss = float(logger.rows[-1]["loss/loss"]) if logger.rows else float("nan")
         bar = tqdm(range(self.epoch + 1, self.n_epochs + 1), desc="pre-train", unit="epoch",
                    initial=self.epoch, total=self.n_epochs, dynamic_ncols=True)
         for epoch in bar:
@@ -168,7 +170,7 @@ class TrainDiffusionAgent:
             self.scheduler.step()
             if epoch % self.update_ema_freq == 0:
                 self._update_ema(tf.constant(epoch < self.epoch_start_ema))
-            logger.log(epoch, {"loss": loss, "lr": lr, "wall_time": time.time() - start})
+            logger.log(epoch, {"loss/loss": loss, "lr/actor": lr, metrics_names.WALL: time.time() - start})
             fault_point(f"metrics:{epoch}")
             if epoch % self.save_model_freq == 0 or epoch == self.n_epochs:
                 self.save()
