@@ -47,13 +47,14 @@ from dppo.algos.sac import SAC
 from dppo.data.normalization import check_normalization_dims
 from dppo.envs.factory import make_vector_env
 from dppo.envs.vector import AutoresetMode, VectorEnv
+from dppo.runners.start import restore, start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import metrics as metrics_names
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
 from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
-from dppo.utils.seeding import np_stream, seed_everything
+from dppo.utils.seeding import np_stream
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +200,7 @@ class TrainSACAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        validate.validate_config(cfg, "sac")
-        self.seed = int(cfg.get("seed", 42))
-        seed_everything(self.seed)
-        self.logdir = Path(cfg.logdir)
-        self.checkpoint_dir = self.logdir / "checkpoint"
-        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
-        if state is not None:  # before building envs and networks
-            validate.check_resume(cfg, "sac", state, state.path)
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, "sac")  # before envs and networks
         check_normalization_dims(cfg)
         train, env_cfg = cfg.train, cfg.env
         self.n_train_itr = int(train.n_train_itr)
@@ -273,11 +267,9 @@ class TrainSACAgent:
         return path
 
     def resume(self, state: ckpt.CheckpointState | None = None) -> None:
-        state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)
+        state = restore(self.checkpoint_dir, self.checkpoint_groups(), state)
         if state is None:
-            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return
-        ckpt.restore_groups(state, self.checkpoint_groups())
         self.itr = ckpt.meta(state, "itr", kind=int)
         self.env_steps = ckpt.meta(state, "env_steps", kind=int)
         if self.buffer_path.is_file():

@@ -32,6 +32,7 @@ from dppo.envs.factory import make_from_config
 from dppo.runners.episodes import episode_stats
 from dppo.runners.policy_save import save_policy
 from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
+from dppo.runners.start import restore, start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import metrics as metrics_names
 from dppo.utils import validate
@@ -41,7 +42,7 @@ from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
-from dppo.utils.seeding import generator_states, restore_generators, seed_everything
+from dppo.utils.seeding import generator_states, restore_generators
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +86,8 @@ class TrainPPOAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        validate.validate_config(cfg, "ppo")
-        self.seed = int(cfg.get("seed", 42))
-        seed_everything(self.seed)
-        self.logdir = Path(cfg.logdir)
-        self.checkpoint_dir = self.logdir / "checkpoint"
         # before building envs or networks: a resume must fit its checkpoint, a base policy the config
-        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
-        if state is not None:
-            validate.check_resume(cfg, "ppo", state, state.path)
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, "ppo")
         base = cfg.get("base_policy_path") or cfg.model.get("network_path")
         if base and state is None and Path(base).is_file():
             validate.check_base_checkpoint(cfg, base)
@@ -196,11 +190,9 @@ class TrainPPOAgent:
         return path
 
     def resume(self, state: ckpt.CheckpointState | None = None) -> None:
-        state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)
+        state = restore(self.checkpoint_dir, self.checkpoint_groups(), state)
         if state is None:
-            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return
-        ckpt.restore_groups(state, self.checkpoint_groups())
         self.itr = ckpt.meta(state, "itr", kind=int) + 1
         self.env_steps = ckpt.meta(state, "env_steps", kind=int)
         for holder in (self.model, self.learner):

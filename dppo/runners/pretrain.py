@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from dppo.data.normalization import DatasetError
 from dppo.runners.policy_save import save_policy
+from dppo.runners.start import restore, start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import metrics as metrics_names
 from dppo.utils.faults import fault_point
@@ -28,8 +29,8 @@ from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
 from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
 from dppo.utils.optim import AdamW
 from dppo.utils.scheduler import make_scheduler
-from dppo.utils.seeding import generator_states, restore_generators, seed_everything
-from dppo.utils.validate import check_resume, inherited, instantiate, run_record, target_accepts, validate_config
+from dppo.utils.seeding import generator_states, restore_generators
+from dppo.utils.validate import check_resume, inherited, instantiate, run_record, target_accepts
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,8 @@ class TrainDiffusionAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        validate_config(cfg, "pretrain")
-        self.seed = int(cfg.get("seed", 42))
-        seed_everything(self.seed)
-        self.logdir = Path(cfg.logdir)
-        self.checkpoint_dir = self.logdir / "checkpoint"
-        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
-        if state is not None:  # before building anything: refuse a changed architecture / step count at once
-            check_resume(cfg, "pretrain", state, state.path)
+        # before building anything: refuse a changed architecture / step count at once
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, "pretrain")
         train = cfg.train
         self.n_epochs = int(train.n_epochs)
         self.batch_size = int(train.batch_size)
@@ -140,11 +135,9 @@ class TrainDiffusionAgent:
         return path
 
     def resume(self, state: ckpt.CheckpointState | None = None) -> None:
-        state = state if state is not None else ckpt.latest_state(self.checkpoint_dir)
+        state = restore(self.checkpoint_dir, self.checkpoint_groups(), state)
         if state is None:
-            log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
             return
-        ckpt.restore_groups(state, self.checkpoint_groups())
         self.epoch = ckpt.meta(state, "epoch", kind=int)
         restore_generators(self.model, lambda key: ckpt.meta(state, key))
         self.scheduler.steps = ckpt.meta(state, "scheduler_steps", kind=int)
