@@ -54,6 +54,20 @@ class GaussianStd:
     def _clamped_scale(self, raw: tf.Tensor) -> tf.Tensor:
         return tf.exp(0.5 * tf.clip_by_value(raw, self.logvar_min, self.logvar_max))
 
+    def _mean_scale(self, x: tf.Tensor, training: bool, scale_of_head) -> tuple[tf.Tensor, tf.Tensor]:
+        """(mean, std) of features ``x`` (B, F) through ``mlp_mean`` (tanh when ``tanh_output``) and the std
+        parameterisation; ``scale_of_head`` turns the log-variance head's output into a std."""
+        mean = self.mlp_mean(x, training=training)
+        if self.tanh_output:
+            mean = tf.tanh(mean)
+        if self.learn_fixed_std:
+            scale = tf.tile(self._learned_fixed_scale()[None, :], (tf.shape(x)[0], self.horizon_steps))
+        elif self.use_fixed_std:
+            scale = tf.fill(tf.shape(mean), tf.cast(self.fixed_std, mean.dtype))
+        else:
+            scale = scale_of_head(self.mlp_logvar(x, training=training))
+        return mean, scale
+
 
 class Gaussian_MLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801 (the reference's class name)
     """(Residual)MLP on the flattened state history -> (tanh) mean and std, each (B, T_p * D_a)."""
@@ -87,16 +101,7 @@ class Gaussian_MLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801 (t
         x = tf.reshape(state, (b, self.cond_dim))
         if self.mlp_base is not None:
             x = self.mlp_base(x, training=training)
-        mean = self.mlp_mean(x, training=training)
-        if self.tanh_output:
-            mean = tf.tanh(mean)
-        if self.learn_fixed_std:
-            scale = tf.tile(self._learned_fixed_scale()[None, :], (b, self.horizon_steps))
-        elif self.use_fixed_std:
-            scale = tf.fill(tf.shape(mean), tf.cast(self.fixed_std, mean.dtype))
-        else:
-            scale = self._rescaled_scale(self.mlp_logvar(x, training=training))
-        return mean, scale
+        return self._mean_scale(x, training, self._rescaled_scale)
 
 
 class Gaussian_VisionMLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N801
@@ -129,15 +134,5 @@ class Gaussian_VisionMLP(LazyBuild, GaussianStd, keras.layers.Layer):  # noqa: N
         return self.encoder.rgb_shape
 
     def call(self, cond: Cond, training: bool = False, no_augment: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        x = self.encoder(cond, training=training, no_augment=no_augment)
-        b = tf.shape(x)[0]
-        mean = self.mlp_mean(x, training=training)
-        if self.tanh_output:
-            mean = tf.tanh(mean)
-        if self.learn_fixed_std:
-            scale = tf.tile(self._learned_fixed_scale()[None, :], (b, self.horizon_steps))
-        elif self.use_fixed_std:
-            scale = tf.fill(tf.shape(mean), tf.cast(self.fixed_std, mean.dtype))
-        else:
-            scale = self._clamped_scale(self.mlp_logvar(x, training=training))
-        return mean, scale
+        return self._mean_scale(self.encoder(cond, training=training, no_augment=no_augment), training,
+                                self._clamped_scale)
