@@ -5,6 +5,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
+import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -12,6 +13,26 @@ from dppo.data.normalization import Normalization  # noqa: E402
 from dppo.run import register_resolvers  # noqa: E402
 
 register_resolvers()
+
+
+class BanditEnv(gym.Env):
+    """Two steps per episode (the reference counts only episodes longer than one chunk); reward =
+    1 - sum |a - 0.6| (best action 0.6 in both dims). Registered as ``DppoTestBandit-v0``."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, self.t, np.float32), float(1 - np.abs(action - 0.6).sum()), self.t == 2, False, {}
+
+
+gym.register("DppoTestBandit-v0", entry_point=BanditEnv)
 
 
 def write_two_mode_dataset(out_dir, n_traj: int = 40, length: int = 25, seed: int = 0) -> str:

@@ -1,33 +1,11 @@
 """The on-policy runner end to end: exact resume, evaluation of fine-tuned weights, and learning on a toy task."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium import spaces
 from omegaconf import OmegaConf
 
 from dppo.runners.evaluate import EvalDiffusionAgent
 from dppo.runners.ppo import TrainPPODiffusionAgent
-
-
-class BanditEnv(gym.Env):
-    """Two steps per episode (the reference counts only episodes longer than one chunk); reward =
-    1 - sum |a - 0.6| (best action 0.6 in both dims)."""
-
-    observation_space = spaces.Box(-1, 1, (1,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.full(1, self.t, np.float32), float(1 - np.abs(action - 0.6).sum()), self.t == 2, False, {}
-
-
-gym.register("DppoTestBandit-v0", entry_point=BanditEnv)
 
 
 def ppo_cfg(logdir, env_name, obs_dim, action_dim, wrappers, n_envs=4, n_steps=5, n_itr=2, **over):

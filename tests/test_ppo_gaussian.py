@@ -1,12 +1,10 @@
 """Single-step PPO (Gaussian / GMM / exact-likelihood diffusion): the loss on hand-made numbers, gradient
 accumulation, the exact likelihood against a closed form, and Gaussian fine-tuning on a bandit."""
 
-import gymnasium as gym
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from gymnasium import spaces
 from omegaconf import OmegaConf
 
 from dppo.algos.ppo import PPOBatch, PPOLearner
@@ -171,30 +169,13 @@ def test_exact_ppo_update_trains_actor_ft_only():
 
 
 # the runner ---------------------------------------------------------------------------------------------------
-class Bandit(gym.Env):
-    """Two steps per episode; reward 1 - sum |a - 0.6|."""
-
-    observation_space = spaces.Box(-1, 1, (1,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.full(1, self.t, np.float32), float(1 - np.abs(action - 0.6).sum()), self.t == 2, False, {}
-
-
-gym.register("DppoGaussianBandit-v0", entry_point=Bandit)
 
 
 def bandit_cfg(logdir, n_itr=10):
     return OmegaConf.create({
         "_target_": "dppo.runners.ppo_gaussian.TrainPPOGaussianAgent", "logdir": str(logdir), "seed": 3,
         "obs_dim": 1, "action_dim": 2, "horizon_steps": 1, "act_steps": 1, "cond_steps": 1,
-        "env": {"n_envs": 16, "name": "DppoGaussianBandit-v0", "max_episode_steps": 16,
+        "env": {"n_envs": 16, "name": "DppoTestBandit-v0", "max_episode_steps": 16,
                 "reset_at_iteration": True, "best_reward_threshold_for_success": 1,
                 "wrappers": {"multi_step": {"n_obs_steps": 1, "n_action_steps": 1, "reset_within_step": True}}},
         "train": {"n_train_itr": n_itr, "n_critic_warmup_itr": 0, "n_steps": 8, "gamma": 0.99, "actor_lr": 1e-2,
