@@ -196,3 +196,36 @@ def test_dppo_has_no_extension_hooks():
     learner = learner_of(m)
     assert learner.extra_optimizers == [] and set(learner.checkpoint_groups()) == {"optimizer/actor",
                                                                                     "optimizer/critic"}
+
+
+# the runner ---------------------------------------------------------------------------------------------------
+DPOER_MODELS = {
+    "faithful": {"_target_": "dppo.algos.dpoer.DPOERDiffusion", "lambda_alpha_entropy": 1000.0,
+                 "delay_alpha_update": 3, "act_steps": 2, "entropy_num_states": 4, "entropy_num_samples": 8},
+    "sound": {"_target_": "dppo.algos.dpoer.PPOEntDiffusion", "init_alpha": 0.1, "alpha_lr": 0.05},
+}
+
+
+@pytest.mark.parametrize("mode", ["faithful"])  # the sound mode's state goes through the same hooks (~20 s each)
+def test_runner_logs_and_resumes_dpoer_exactly(tmp_path, avoid_norm, mode):
+    """Two iterations in one go equal one, a checkpoint, and a resumed second (alpha, the estimate, the counter,
+    the temperature's optimizer and the entropy stream are all in the checkpoint)."""
+    from test_finetune_runner import avoid_cfg
+
+    from dppo.runners.ppo import TrainPPODiffusionAgent
+
+    def cfg(folder, n_itr):
+        c = avoid_cfg(tmp_path / folder, avoid_norm, **{"train.n_train_itr": n_itr})
+        c.model.update(DPOER_MODELS[mode])
+        return c
+
+    history = TrainPPODiffusionAgent(cfg("a", 2)).run()
+    keys = ["loss/alpha", "loss/pg_loss", "loss/approx_kl"] + (
+        ["loss/entropy_estimate"] if mode == "faithful" else ["loss/entropy", "loss/std_k0", "loss/std_k3"])
+    assert all(k in history[-1] for k in keys) and history[-1]["loss/alpha"] != history[0]["loss/alpha"]
+    TrainPPODiffusionAgent(cfg("b", 1)).run()
+    c = cfg("b", 2)
+    c.resume = True
+    again = TrainPPODiffusionAgent(c).run()
+    for key in keys:
+        assert again[-1][key] == pytest.approx(history[-1][key], rel=1e-5, abs=1e-7), key
