@@ -32,6 +32,9 @@ REFERENCE_TARGETS = {
     "agent.finetune.train_ppo_diffusion_agent.TrainPPODiffusionAgent": "dppo.runners.ppo.TrainPPODiffusionAgent",
     "agent.finetune.train_ppo_gaussian_agent.TrainPPOGaussianAgent": "dppo.runners.ppo_gaussian.TrainPPOGaussianAgent",
     "agent.finetune.train_sac_agent.TrainSACAgent": "dppo.runners.off_policy.TrainSACAgent",
+    # DPOER of the seed TensorFlow port (its "SAC-PPO" names): the PPO runner with the faithful DPOER policy
+    "agent.finetune.train_sac_ppo_diffusion_agent.TrainSACPPODiffusionAgent": "dppo.runners.ppo.TrainPPOAgent",
+    "model.diffusion.diffusion_sac_ppo.SACPPODiffusion": "dppo.algos.dpoer.DPOERDiffusion",
     "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
     "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",

@@ -75,13 +75,13 @@ def evaluate(run: Path, task: str, family: str, checkpoint: Path, tag: str, epis
 
 
 def finetune(run: Path, task: str, family: str, base: Path, seed: int, n_itr: int,
-             pillars: str, overrides: list[str]) -> tuple[Path, list, dict]:
+             pillars: str, overrides: list[str], config: str | None = None) -> tuple[Path, list, dict]:
     """PPO fine-tuning; returns the last checkpoint, the first iteration's training trajectories and the
     training-rollout success rate and approximate KL per iteration."""
     from dppo.runners.ppo import TrainPPODiffusionAgent
     from dppo.runners.ppo_gaussian import TrainPPOGaussianAgent
     logdir = run / f"ft_seed{seed}"
-    cfg = compose_config(cfg_dir("finetune", task), f"ft_ppo_{family}_mlp", [
+    cfg = compose_config(cfg_dir("finetune", task), config or f"ft_ppo_{family}_mlp", [
         f"logdir={logdir}", f"base_policy_path={base}", f"seed={seed}", "wandb=null",
         f"train.n_train_itr={n_itr}", f"train.render.freq={n_itr}", f"train.save_model_freq={n_itr}",
         f"+env.specific.pillars={pillars}", *overrides])
@@ -105,7 +105,8 @@ def run_one(out: Path, task: str, family: str, args: argparse.Namespace) -> None
     for seed in args.seeds:
         if (run / f"ft_seed{seed}.json").is_file():
             continue
-        ckpt, first, curves = finetune(run, task, family, base, seed, args.ft_itr, args.pillars, args.ft_override)
+        ckpt, first, curves = finetune(run, task, family, base, seed, args.ft_itr, args.pillars, args.ft_override,
+                                       args.ft_config)
         save_paths(run / f"paths_itr0_seed{seed}.npz", first)
         det = evaluate(run, task, family, ckpt, f"ft_seed{seed}", args.episodes, seed, True, args.pillars)
         (run / f"ft_seed{seed}.json").write_text(json.dumps({**curves, "eval": det}, indent=2))
@@ -183,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="what a pillar does to the rod (dppo/envs/avoid.py)")
     p.add_argument("--ft-override", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override of the fine-tuning config (repeatable), e.g. train.actor_lr=3e-6")
+    p.add_argument("--ft-config", default=None, metavar="NAME",
+                   help="fine-tuning config name (default ft_ppo_<family>_mlp; e.g. ft_ppo_ent_diffusion_mlp)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--data", default="data/d3il", help="Avoid data (made with `dppo data avoid` when missing)")
     p.add_argument("--plot-only", action="store_true")

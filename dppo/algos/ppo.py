@@ -11,6 +11,13 @@ Gaussian / GMM PPO. A method is a policy that implements four things:
 * ``critic`` (V(s)), ``trainable_actor_variables()`` and the PPO options ``norm_adv``, ``clip_vloss_coef``,
   ``clip_adv_quantiles``.
 
+Optional extension hooks (absent on DPPO, whose numbers they leave untouched; DPOER in dppo/algos/dpoer.py
+uses them): ``extras["unclipped_penalty"]`` (B, n) is added to the unclipped argument of the PPO max;
+``extra_loss(cond, samples, new_lp, extras) -> scalar`` is added to each minibatch loss inside the tape;
+``extra_optimizers() -> [(AdamW, follows_actor)]`` are stepped on their own variables every minibatch with that
+loss's gradient (not accumulated; ``follows_actor`` ones skip the critic warm-up); ``extra_state()`` variables
+go into checkpoints; ``extra_metrics() -> {name: float}`` is logged after each update as ``loss/<name>``.
+
 A minibatch is ``batch_size`` env steps with all their transitions (the reference v0.5 unit of every shipped
 config): advantages are normalised over its env steps and the critic runs once per env step. All epochs run in
 one ``tf.function``, with the ``target_kl`` early stop and gradient accumulation inside.
@@ -75,7 +82,10 @@ def ppo_terms(policy: Any, new_lp: tf.Tensor, old_lp: tf.Tensor, advantages: tf.
     clip = policy.ppo_clip[None, :]
     log_ratio = new_lp - old_lp
     ratio = tf.exp(log_ratio)
-    pg_loss = tf.reduce_mean(tf.maximum(-adv * ratio, -adv * tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip)))
+    unclipped = -adv * ratio
+    if "unclipped_penalty" in extras:  # a policy's term inside the max's unclipped argument (DPOER's port)
+        unclipped += extras["unclipped_penalty"]
+    pg_loss = tf.reduce_mean(tf.maximum(unclipped, -adv * tf.clip_by_value(ratio, 1.0 - clip, 1.0 + clip)))
     if policy.clip_vloss_coef is None:
         v_loss = 0.5 * tf.reduce_mean(tf.square(values - returns))
     else:
@@ -104,6 +114,8 @@ class PPOLearner(tf.Module):
         self.actor_optimizer, self.critic_optimizer = actor_optimizer, critic_optimizer
         self.grad_accumulate = max(1, int(grad_accumulate))
         self.shuffle_rng = tf_stream(seed, "shuffle")  # minibatch order
+        # the policy's own optimizers (e.g. a temperature), stepped beside the actor's (see the module docstring)
+        self.extra_optimizers = list(policy.extra_optimizers()) if hasattr(policy, "extra_optimizers") else []
         self._acc = None
         if self.grad_accumulate > 1:
             self._acc = [tf.Variable(tf.zeros_like(v), trainable=False)
@@ -130,7 +142,10 @@ class PPOLearner(tf.Module):
         """Loss terms of one minibatch (B env steps)."""
         new_lp, extras = self.policy.transition_log_probs(cond, samples, training=True)
         values = self.policy.critic(cond, training=True)
-        return ppo_terms(self.policy, new_lp, old_log_probs, advantages, values, returns, old_values, extras)
+        terms = ppo_terms(self.policy, new_lp, old_log_probs, advantages, values, returns, old_values, extras)
+        if hasattr(self.policy, "extra_loss"):
+            terms["extra_loss"] = self.policy.extra_loss(cond, samples, new_lp, extras)
+        return terms
 
     # update ----------------------------------------------------------------------------------------------
     def update(self, batch: PPOBatch, train_actor: bool, batch_size: int, update_epochs: int, vf_coef: float,
@@ -139,7 +154,21 @@ class PPOLearner(tf.Module):
         out = self._update(batch, tf.constant(bool(train_actor)), batch_size=int(batch_size),
                            update_epochs=int(update_epochs), vf_coef=float(vf_coef), ent_coef=float(ent_coef),
                            target_kl=float(target_kl) if target_kl is not None else float("inf"))
-        return {k: float(v) for k, v in out.items()}
+        metrics = self.policy.extra_metrics() if hasattr(self.policy, "extra_metrics") else {}
+        return {**{k: float(v) for k, v in out.items()}, **{k: float(v) for k, v in metrics.items()}}
+
+    def _apply_extra(self, grads: list, n_model: int, train_actor: tf.Tensor) -> list:
+        """Step the policy's own optimizers on their gradients; return the actor's and critic's."""
+        start = n_model
+        for opt, follows_actor in self.extra_optimizers:
+            own = grads[start:start + len(opt.params)]
+            start += len(opt.params)
+            if follows_actor:
+                if train_actor:
+                    opt.apply(own)
+            else:
+                opt.apply(own)
+        return grads[:n_model]
 
     def _apply(self, grads: list, n_actor: int, train_actor: tf.Tensor) -> None:
         if train_actor:
@@ -151,7 +180,8 @@ class PPOLearner(tf.Module):
         n_batch = tf.maximum(1, n // batch_size)  # the remainder of a shuffled epoch is dropped, as in the reference
         actor_vars = self.policy.trainable_actor_variables()
         vars_ = [*actor_vars, *self.policy.critic.trainable_variables]
-        n_actor = len(actor_vars)
+        n_actor, n_model = len(actor_vars), len(vars_)
+        vars_ += [v for opt, _ in self.extra_optimizers for v in opt.params]
         per_sample = tf.cast(tf.size(self.policy.ppo_clip), tf.float32)
         zero = tf.constant(0.0)
         last = {key: zero for key in ("loss", *TERMS, "minibatch_transitions")}
@@ -165,8 +195,11 @@ class PPOLearner(tf.Module):
                                       tf.gather(batch.returns, i), tf.gather(batch.values, i),
                                       tf.gather(batch.advantages, i), tf.gather(batch.log_probs, i))
                     loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
+                    if "extra_loss" in terms:
+                        loss += terms["extra_loss"]
                 grads = tape.gradient(loss, vars_)
                 grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+                grads = self._apply_extra(grads, n_model, train_actor)
                 last = {"loss": loss, **{key: terms[key] for key in TERMS},
                         "minibatch_transitions": tf.cast(tf.size(i), tf.float32) * per_sample}
                 clipfrac_sum += terms["clipfrac"]
@@ -196,4 +229,9 @@ class PPOLearner(tf.Module):
 
     # checkpoints -----------------------------------------------------------------------------------------
     def checkpoint_groups(self) -> dict[str, list]:
-        return {"optimizer/actor": self.actor_optimizer.state, "optimizer/critic": self.critic_optimizer.state}
+        groups = {"optimizer/actor": self.actor_optimizer.state, "optimizer/critic": self.critic_optimizer.state}
+        if hasattr(self.policy, "extra_state"):  # the policy's extension variables and their optimizers
+            groups["policy_extra"] = list(self.policy.extra_state())
+            for i, (opt, _) in enumerate(self.extra_optimizers):
+                groups[f"optimizer/extra{i}"] = opt.state
+        return groups

@@ -143,10 +143,13 @@ class DiffusionModel(tf.Module):
         return 0.0
 
     # ----------------------------------------------------------------------------------------------------
-    def _sample_graph(self, cond: Cond, deterministic: bool = False, return_chain: bool = False):
+    def _sample_graph(self, cond: Cond, deterministic: bool = False, return_chain: bool = False,
+                      rng: tf.random.Generator | None = None):
+        """The reverse chain; ``rng`` (default the sampling stream) draws its noise."""
+        rng = self.rng if rng is None else rng
         b = tf.shape(cond["state"])[0]
         shape = (b, self.horizon_steps, self.action_dim)
-        x = self.rng.normal(shape)
+        x = rng.normal(shape)
         first_recorded = self.n_steps - self.chain_steps()
         chain = [x] if first_recorded == 0 else []
         eta = self.sampling_eta(deterministic)
@@ -154,7 +157,7 @@ class DiffusionModel(tf.Module):
             idx = tf.fill((b,), self.grid_index(step))
             mean, std = self.p_mean_std(self.net_for_step(step), x, idx, cond, eta)
             std = self.sampling_std(std, step, deterministic)
-            z = tf.clip_by_value(self.rng.normal(shape), -self.randn_clip_value, self.randn_clip_value)
+            z = tf.clip_by_value(rng.normal(shape), -self.randn_clip_value, self.randn_clip_value)
             x = mean + std * z
             if step == self.n_steps - 1 and self.final_action_clip_value is not None:
                 # clipped before it is recorded, as the reference does: PPO scores the action the env received

@@ -7,7 +7,8 @@ statistically independent, and the same (seed, purpose) reproduces exactly.
 
 Purposes used by the project: ``sampling`` (action noise in rollouts), ``training`` (pre-training noise and
 timesteps, SAC's reparameterisation noise, Hutchinson probes), ``shuffle`` (minibatch order), ``augment``
-(image shifts), ``exploration`` (random warm-up actions).
+(image shifts), ``exploration`` (random warm-up actions), ``entropy`` (DPOER's entropy-estimator draws: its
+state subsets and action samples, kept off the sampling stream so that rollouts see DPPO's noise).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 # model attributes that hold a tf.random.Generator; checkpoints save and restore each under "rng/<attr>"
-GENERATOR_ATTRS = ("rng", "train_rng", "shuffle_rng", "augment_rng")
+GENERATOR_ATTRS = ("rng", "train_rng", "shuffle_rng", "augment_rng", "entropy_rng")
 
 
 def _entropy(seed: int, purpose: str) -> list[int]:
