@@ -32,6 +32,18 @@ REFERENCE_TARGETS = {
     "agent.finetune.train_ppo_diffusion_agent.TrainPPODiffusionAgent": "dppo.runners.ppo.TrainPPODiffusionAgent",
     "agent.finetune.train_ppo_gaussian_agent.TrainPPOGaussianAgent": "dppo.runners.ppo_gaussian.TrainPPOGaussianAgent",
     "agent.finetune.train_sac_agent.TrainSACAgent": "dppo.runners.off_policy.TrainSACAgent",
+    "agent.finetune.train_dipo_diffusion_agent.TrainDIPODiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "agent.finetune.train_dql_diffusion_agent.TrainDQLDiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "agent.finetune.train_qsm_diffusion_agent.TrainQSMDiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "agent.finetune.train_idql_diffusion_agent.TrainIDQLDiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "model.diffusion.diffusion_dipo.DIPODiffusion": "dppo.algos.dipo.DIPODiffusion",
+    "model.diffusion.diffusion_dql.DQLDiffusion": "dppo.algos.dql.DQLDiffusion",
+    "model.diffusion.diffusion_qsm.QSMDiffusion": "dppo.algos.qsm.QSMDiffusion",
+    "model.diffusion.diffusion_idql.IDQLDiffusion": "dppo.algos.idql.IDQLDiffusion",
     "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
     "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",
