@@ -22,7 +22,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from dppo.algos.replay_common import ReplayDiffusionModel, clone_layer, copy_weights, polyak_update
+from dppo.algos.replay_common import ReplayDiffusionModel, copy_weights, polyak_update, target_network
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-5
@@ -55,9 +55,10 @@ class DIPODiffusion(ReplayDiffusionModel):
 
     buffer_writes = ("actions",)
 
-    def __init__(self, actor: keras.layers.Layer, critic: keras.layers.Layer, target_ema_rate: float = 0.005,
+    def __init__(self, actor: keras.layers.Layer, critic: keras.layers.Layer,
+                 actor_target: keras.layers.Layer | None = None, target_ema_rate: float = 0.005,
                  action_lr: float = 1e-4, action_gradient_steps: int = 10, **kwargs: Any):
-        self.actor_target = clone_layer(actor, f"{actor.name}_target")
+        self.actor_target = target_network(actor_target, actor)
         super().__init__(actor, critic, **kwargs)
         self.build_network(self.actor_target)
         copy_weights(self.actor_target, self.network)

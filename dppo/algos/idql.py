@@ -45,11 +45,12 @@ class IDQLDiffusion(ReplayDiffusionModel):
     """BC actor, double-Q critic ``critic_q`` with its target, expectile value ``critic_v``."""
 
     def __init__(self, actor: keras.layers.Layer, critic_q: keras.layers.Layer, critic_v: keras.layers.Layer,
-                 critic_tau: float = 0.001, expectile: float = 0.8, eval_sample_num: int = 10,
+                 critic_q_target: keras.layers.Layer | None = None, critic_tau: float = 0.001,
+                 expectile: float = 0.8, eval_sample_num: int = 10,
                  eval_deterministic: bool = False, use_expectile_exploration: bool = True,
                  critic_weight_decay: float = 0.0, **kwargs: Any):
         self.critic_v = critic_v
-        super().__init__(actor, critic_q, critic_weight_decay=critic_weight_decay, **kwargs)
+        super().__init__(actor, critic_q, critic_q_target, critic_weight_decay=critic_weight_decay, **kwargs)
         self.critic_v(self.dummy_cond())
         self.critic_v_optimizer = AdamW(self.critic_v.trainable_variables, float(self.critic_optimizer.learning_rate),
                                         critic_weight_decay, name="critic_v_optimizer")

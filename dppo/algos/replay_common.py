@@ -67,9 +67,18 @@ def normalized_q_loss(q1: tf.Tensor, q2: tf.Tensor, first_head: tf.Tensor | bool
     return -tf.reduce_mean(num) / tf.stop_gradient(tf.reduce_mean(tf.abs(den)))
 
 
-def clone_layer(layer: keras.layers.Layer, name: str) -> keras.layers.Layer:
-    """A fresh, unbuilt layer of the same class and constructor arguments (Keras records them)."""
-    return type(layer).from_config({**layer.get_config(), "name": name})
+def target_network(given: keras.layers.Layer | None, online: keras.layers.Layer) -> keras.layers.Layer:
+    """The target copy of ``online``: ``given`` (a second instance built from the same config block - the runner
+    passes one for every ``<block>_target`` argument a model takes), else a fresh instance made from the
+    constructor arguments Keras recorded (only possible when they were plain Python values)."""
+    if given is not None:
+        return given
+    try:
+        config = online.get_config()
+    except NotImplementedError as e:
+        raise ValueError(f"cannot copy {type(online).__name__} for a target network (it was built from non-plain "
+                         f"arguments); pass a second instance built from the same config") from e
+    return type(online).from_config({**config, "name": f"{online.name}_target"})
 
 
 def copy_weights(dst: keras.layers.Layer, src: keras.layers.Layer) -> None:
@@ -85,7 +94,8 @@ class ReplayDiffusionModel(DiffusionModel):
     buffer_writes: tuple[str, ...] = ()  # replay fields the update rewrites (copied back to the NumPy buffer)
 
     def __init__(self, actor: keras.layers.Layer, critic: keras.layers.Layer,
-                 min_sampling_denoising_std: float = 0.1, gamma: float = 0.99, actor_lr: float = 1e-4,
+                 critic_target: keras.layers.Layer | None = None, min_sampling_denoising_std: float = 0.1,
+                 gamma: float = 0.99, actor_lr: float = 1e-4,
                  critic_lr: float = 1e-3, actor_weight_decay: float = 0.0, critic_weight_decay: float = 0.0,
                  max_grad_norm: float | None = None, network_path: str | None = None, **kwargs: Any):
         super().__init__(network=actor, **kwargs)
@@ -94,7 +104,7 @@ class ReplayDiffusionModel(DiffusionModel):
         self.min_sampling_denoising_std = float(min_sampling_denoising_std)
         self.gamma = float(gamma)
         self.critic = critic
-        self.critic_target = clone_layer(critic, f"{critic.name}_target")
+        self.critic_target = target_network(critic_target, critic)
         cond, act = self.dummy_cond(), tf.zeros((1, self.horizon_steps, self.action_dim))
         for c in (self.critic, self.critic_target):
             c(cond, act)

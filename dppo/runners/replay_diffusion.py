@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
@@ -70,6 +71,14 @@ def num_batch(cfg: DictConfig) -> int:
     """Updates per train iteration: int(n_steps * n_envs / batch_size * replay_ratio), at least 1."""
     t = cfg.train
     return max(1, int(int(t.n_steps) * int(cfg.env.n_envs) / int(t.batch_size) * float(t.replay_ratio)))
+
+
+def target_networks(model_cfg: DictConfig) -> dict[str, Any]:
+    """A second instance of ``model.<block>`` for every ``<block>_target`` argument the model class takes (its
+    Polyak target copies: ``critic_target``, DIPO's ``actor_target``, IDQL's ``critic_q_target``)."""
+    names = validate.accepted_kwargs(hydra.utils.get_class(model_cfg._target_))
+    return {name: validate.instantiate(model_cfg[name[: -len("_target")]]) for name in sorted(names)
+            if name.endswith("_target") and name[: -len("_target")] in model_cfg}
 
 
 class TrainReplayDiffusionAgent:
@@ -138,6 +147,7 @@ class TrainReplayDiffusionAgent:
         kwargs = {k: cfg.train[k] for k in METHOD_TRAIN_KEYS
                   if k in cfg.train and accepts(k) and k not in model_cfg}
         kwargs.update(validate.inherited(cfg, "model", ("cond_steps",), accepts))
+        kwargs.update(target_networks(model_cfg))
         return with_initial_weights(validate.instantiate(model_cfg, seed=self.seed, **kwargs))
 
     def set_lrs(self) -> None:
