@@ -82,7 +82,8 @@ def test_double_q_and_expectile_losses():
 
 def test_normalized_q_loss_swaps_heads_and_holds_the_denominator():
     q1, q2 = tf.Variable([1.0, 3.0]), tf.Variable([-2.0, 4.0])
-    for first, want, grad1, grad2 in ((True, -2.0 / 3.0, -1 / (2 * 3.0), 0.0), (False, -1.0 / 2.0, 0.0, -1 / (2 * 2.0))):
+    cases = ((True, -2.0 / 3.0, -1 / (2 * 3.0), 0.0), (False, -1.0 / 2.0, 0.0, -1 / (2 * 2.0)))
+    for first, want, grad1, grad2 in cases:
         with tf.GradientTape() as tape:
             loss = normalized_q_loss(q1, q2, tf.constant(first))
         g1, g2 = tape.gradient(loss, [q1, q2])
