@@ -15,7 +15,8 @@ Per iteration:
    num_batch = int(n_steps * n_envs / batch_size * replay_ratio) updates, the actor's part only from iteration
    ``n_critic_warmup_itr`` on;
 4. both learning-rate schedules step every iteration (as the reference's baselines do), metrics are logged
-   (``env_steps``, ``train/*`` or ``eval/*``, ``loss/*``, ``lr/*``, ``time/*``, ``buffer_size``), and every
+   (``env_steps``, ``train/*`` or ``eval/*``, ``loss/*``, ``critic/q`` (mean Q1 of the last minibatch),
+   ``lr/*``, ``time/*``, ``buffer_size``), and every
    ``save_model_freq`` iterations (and at the last) the checkpoint, the replay buffer and the stand-alone policy
    file are written.
 
@@ -238,7 +239,7 @@ class TrainReplayDiffusionAgent:
                 self.buffer.pull(self.model.buffer_writes)
                 self.guard.check_update(itr, upd["critic"], weight_norm(self.model.trained_variables()),
                                         f"the {type(self.model).__name__} update (the rollout it used was finite)")
-                metrics.update({f"loss/{k}": v for k, v in upd.items()})
+                metrics.update({(f"critic/{k}" if k == "q" else f"loss/{k}"): v for k, v in upd.items()})
                 metrics["time/update"] = time.time() - t1
             self.actor_scheduler.step()
             self.critic_scheduler.step()
