@@ -35,6 +35,18 @@ REFERENCE_TARGETS = {
     # DPOER of the seed TensorFlow port (its "SAC-PPO" names): the PPO runner with the faithful DPOER policy
     "agent.finetune.train_sac_ppo_diffusion_agent.TrainSACPPODiffusionAgent": "dppo.runners.ppo.TrainPPOAgent",
     "model.diffusion.diffusion_sac_ppo.SACPPODiffusion": "dppo.algos.dpoer.DPOERDiffusion",
+    "agent.finetune.train_dipo_diffusion_agent.TrainDIPODiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "agent.finetune.train_dql_diffusion_agent.TrainDQLDiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "agent.finetune.train_qsm_diffusion_agent.TrainQSMDiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "agent.finetune.train_idql_diffusion_agent.TrainIDQLDiffusionAgent":
+        "dppo.runners.replay_diffusion.TrainReplayDiffusionAgent",
+    "model.diffusion.diffusion_dipo.DIPODiffusion": "dppo.algos.dipo.DIPODiffusion",
+    "model.diffusion.diffusion_dql.DQLDiffusion": "dppo.algos.dql.DQLDiffusion",
+    "model.diffusion.diffusion_qsm.QSMDiffusion": "dppo.algos.qsm.QSMDiffusion",
+    "model.diffusion.diffusion_idql.IDQLDiffusion": "dppo.algos.idql.IDQLDiffusion",
     "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
     "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",

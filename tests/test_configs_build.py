@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dppo.run import compose_config
+from dppo.runners.replay_diffusion import target_networks
 from dppo.utils import validate
 
 CFG = Path(__file__).resolve().parent.parent / "cfg"
@@ -25,7 +26,9 @@ def test_model_builds(path: Path):
     model_cfg = cfg.model
     if "network_path" in model_cfg:
         model_cfg.network_path = None  # weights are not part of this check
-    extra = {"actor_ft": validate.instantiate(model_cfg.actor)} if "actor" in model_cfg else {}
+    takes_actor_ft = validate.target_accepts(model_cfg._target_)("actor_ft")
+    extra = {"actor_ft": validate.instantiate(model_cfg.actor)} if "actor" in model_cfg and takes_actor_ft else {}
+    extra.update(target_networks(model_cfg))  # the Polyak target copies of the replay-based baselines
     model = validate.instantiate(model_cfg, **extra)
     assert model.horizon_steps == int(cfg.horizon_steps)
     assert model.action_dim == int(cfg.action_dim)

@@ -1,4 +1,4 @@
-"""Off-policy fine-tuning runners: a replay buffer and the SAC loop (reference
+"""Off-policy fine-tuning runner: the SAC loop (reference
 ``agent/finetune/train_sac_agent.py``).
 
 One iteration = ``train.n_steps`` (1) vector steps of ``env.n_envs`` (1) envs, then the updates due at
@@ -21,10 +21,11 @@ Differences from the reference, all deliberate:
   noise generator, the iteration and (from ``checkpoint/replay_buffer.npz``) the buffer and its sampler;
   episodes in progress at the checkpoint are restarted (env states are not saved).
 
-The replay buffer is a NumPy ring buffer. Measured on the two shared CPU cores (batch 256, Hopper dims):
-sampling a batch costs 0.1-0.7 ms against 9-40 ms for an update (idle to heavily loaded machine; the update
-is compute-bound at ~0.3-0.7 GFLOP), so a buffer in tf.Variables sampled in-graph could save at most a few
-per cent and would still pay a per-step insert call; it was not worth its complexity.
+The replay buffer is the shared NumPy ring buffer of :mod:`dppo.runners.replay`, sampled here with a NumPy
+generator: SAC runs one minibatch per compiled update call (one env step per iteration), and measured on the
+two shared CPU cores (batch 256, Hopper dims) sampling a batch costs 0.1-0.7 ms against 9-40 ms for an update,
+so in-graph sampling (which the diffusion baselines use for their many minibatches per iteration) would save
+at most a few per cent here.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from dppo.algos.sac import SAC
 from dppo.data.normalization import check_normalization_dims
 from dppo.envs.factory import make_vector_env
 from dppo.envs.vector import AutoresetMode, VectorEnv
+from dppo.runners.replay import ReplayBuffer
 from dppo.runners.start import restore, start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import metrics as metrics_names
@@ -59,70 +61,6 @@ from dppo.utils.seeding import np_stream
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 10000
-
-
-# ---------------------------------------------------------------------------------------------------------
-class ReplayBuffer:
-    """Fixed-capacity ring buffer of (obs, action, reward, next_obs, terminated) rows."""
-
-    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
-
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...]):
-        if capacity < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {capacity}")
-        self.capacity = int(capacity)
-        self.obs = np.zeros((self.capacity, *obs_shape), np.float32)
-        self.next_obs = np.zeros((self.capacity, *obs_shape), np.float32)
-        self.actions = np.zeros((self.capacity, *action_shape), np.float32)
-        self.rewards = np.zeros((self.capacity,), np.float32)
-        self.terminated = np.zeros((self.capacity,), np.float32)
-        self.ptr = 0  # next row to write
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray) -> None:
-        """Append a batch of rows (leading axis = number of transitions), overwriting the oldest when full."""
-        n = len(rewards)
-        idx = (self.ptr + np.arange(n)) % self.capacity
-        self.obs[idx], self.actions[idx], self.rewards[idx] = obs, actions, rewards
-        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
-        self.ptr = int((self.ptr + n) % self.capacity)
-        self.size = int(min(self.size + n, self.capacity))
-
-    def sample(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        """``batch_size`` uniform rows (with replacement) as (obs, actions, rewards, next_obs, terminated)."""
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        idx = rng.integers(0, self.size, batch_size)
-        return self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx]
-
-    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
-        """Write the filled rows, the write pointer and ``extra`` scalars atomically to ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {k: getattr(self, k)[: self.size] for k in self.FIELDS}
-        arrays.update(ptr=np.asarray(self.ptr), size=np.asarray(self.size), capacity=np.asarray(self.capacity))
-        arrays.update({f"extra/{k}": np.asarray(v) for k, v in (extra or {}).items()})
-        return ckpt.write_npz_atomic(path, arrays)
-
-    def load(self, path: str | Path) -> dict[str, Any]:
-        """Restore rows and pointer from :meth:`save`'s file; returns its ``extra`` values."""
-        with np.load(path, allow_pickle=False) as f:
-            size = int(f["size"])
-            if size > self.capacity:
-                raise ValueError(f"replay buffer file {path} holds {size} rows but buffer_size is {self.capacity}")
-            for k in self.FIELDS:
-                rows = f[k]
-                if rows.shape[1:] != getattr(self, k).shape[1:]:
-                    raise ValueError(f"replay buffer file {path}: '{k}' rows have shape {rows.shape[1:]}, "
-                                     f"expected {getattr(self, k).shape[1:]}")
-                getattr(self, k)[:size] = rows
-            self.size = size
-            self.ptr = int(f["ptr"]) if int(f["capacity"]) == self.capacity else size % self.capacity
-            return {k[len("extra/"):]: f[k].item() for k in f.files if k.startswith("extra/")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -229,7 +167,8 @@ class TrainSACAgent:
                              f"{self.action_shape[-1]}, but the config says obs_dim={cfg.obs_dim}, "
                              f"action_dim={cfg.action_dim}")
         self.sac = sac_from_config(cfg, self.seed)
-        self.buffer = ReplayBuffer(int(train.get("buffer_size", 1_000_000)), self.obs_shape, self.action_shape)
+        self.buffer = ReplayBuffer(int(train.get("buffer_size", 1_000_000)), self.obs_shape, self.action_shape,
+                                   seed=self.seed)
         self.rng = np_stream(self.seed, "replay")  # minibatch draws and warm-up actions
         self.itr = 0
         self.env_steps = 0

@@ -20,11 +20,14 @@ def as_cond(obs: dict[str, np.ndarray]) -> Cond:
 
 def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, tf.Tensor | None]],
             obs: dict[str, np.ndarray], firsts0: np.ndarray, n_steps: int, act_steps: int,
-            value_fn: Callable[[Cond], tf.Tensor] | None = None) -> dict[str, Any]:
+            value_fn: Callable[[Cond], tf.Tensor] | None = None, keep_next_obs: bool = False) -> dict[str, Any]:
     """Run ``n_steps`` policy steps in all envs. ``act(cond) -> (chunk (N, T_p, D_a), sample to store or None)``;
     the first ``act_steps`` actions of each chunk are executed. ``value_fn`` evaluates V on the final
     observation of episodes that were truncated (for bootstrapping). ``firsts`` (n_steps + 1, N) follows the
-    reference: firsts[0] = ``firsts0``, firsts[i + 1] = episode ended at step i."""
+    reference: firsts[0] = ``firsts0``, firsts[i + 1] = episode ended at step i. With ``keep_next_obs`` the
+    result also holds ``next_obs`` (n_steps, N, ...): the observation each step led to, before any reset - the
+    episode's final observation (``info["final_obs"]``) where the env reset itself within the step; the
+    observation the policy sees next is never modified."""
     if venv.metadata.get("autoreset_mode") not in (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED):
         raise ValueError(f"rollout needs a vector env with autoreset mode SameStep or Disabled "
                          f"(dppo.envs.vector), got {venv.metadata.get('autoreset_mode')!r}")
@@ -38,6 +41,7 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
     reset_after = np.zeros((n_steps, n_e), bool)  # truncated, and the env reset itself within the step
     firsts = np.zeros((n_steps + 1, n_e), np.float32)
     firsts[0] = firsts0
+    next_buf = {k: np.zeros_like(v) for k, v in obs_buf.items()} if keep_next_obs else None
     full_obs = []
     for step in range(n_steps):
         for k, v in obs.items():
@@ -60,11 +64,19 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
                 padded = np.concatenate([rows, np.full(n_e - len(rows), rows[0])])
                 v = value_fn(as_cond({k: x[padded] for k, x in info["final_obs"].items()}))
                 final_values[step, rows] = np.asarray(v)[:len(rows)]
+        if next_buf is not None:
+            for k in next_buf:
+                next_buf[k][step] = obs[k]
+            if "final_obs" in info:
+                rows = np.flatnonzero(info["_final_obs"])
+                for k in next_buf:
+                    next_buf[k][step, rows] = info["final_obs"][k][rows]
         if "full_obs" in info:
             full_obs.append(info["full_obs"])
     return {"obs": obs_buf, "samples": samples, "rewards": rewards, "terminated": terminated, "truncated": truncated,
             "final_values": final_values, "reset_after": reset_after, "firsts": firsts, "last_obs": obs,
-            "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None}
+            "full_obs": np.concatenate(full_obs, axis=1) if full_obs else None,
+            **({"next_obs": next_buf} if next_buf is not None else {})}
 
 
 def full_states(ro: dict[str, Any]) -> np.ndarray | None:

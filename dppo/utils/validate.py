@@ -113,9 +113,26 @@ SAC = {
               "critic": {**SAC_NET, "use_layernorm": "bool", "double_q": "bool", "action_steps": "int>0"}},
 }
 
+# the replay-based diffusion baselines (DIPO, DQL, QSM, IDQL): shared keys, then the methods' own (the runner
+# passes each method key to the model class, and refuses one the class does not take)
+REPLAY = {
+    **TOP, "env": ENV, "model": MODEL,
+    "train": {
+        "n_train_itr": "int>0", "n_critic_warmup_itr": "int>=0", "n_steps": "int>0", "gamma": "float[0,1]",
+        "actor_lr": "float>=0", "actor_weight_decay": "float>=0", "actor_lr_scheduler": LR_SCHEDULER,
+        "critic_lr": "float>=0", "critic_weight_decay": "float>=0", "critic_lr_scheduler": LR_SCHEDULER,
+        "save_model_freq": "int>0", "val_freq": "int>0", "force_train": "bool", "log_freq": "int>0",
+        "render": {"freq": "int?>=0", "num": "int?>=0"}, "max_grad_norm": "float?>0",
+        "divergence_guard": DIVERGENCE_GUARD, "scale_reward_factor": "float", "buffer_size": "int>0",
+        "batch_size": "int>0", "replay_ratio": "float>0",
+        "target_ema_rate": "float[0,1]", "critic_tau": "float[0,1]", "action_lr": "float>0",
+        "action_gradient_steps": "int>0", "eta": "float>=0", "q_grad_coeff": "float", "eval_deterministic": "bool",
+        "eval_sample_num": "int>0", "use_expectile_exploration": "bool"},
+}
+
 EVAL = {**TOP, "env": ENV, "model": MODEL, "n_steps": "int>0", "render_num": "int>=0", "deterministic": "bool"}
 
-SCHEMAS: dict[str, dict[str, Any]] = {"pretrain": PRETRAIN, "ppo": PPO, "sac": SAC, "eval": EVAL}
+SCHEMAS: dict[str, dict[str, Any]] = {"pretrain": PRETRAIN, "ppo": PPO, "sac": SAC, "replay": REPLAY, "eval": EVAL}
 
 # config keys that must not change when a run is resumed: its checkpoints were written for them
 RESUME_KEYS: dict[str, tuple[str, ...]] = {
@@ -128,6 +145,9 @@ RESUME_KEYS: dict[str, tuple[str, ...]] = {
             "model.ft_denoising_steps", "model.horizon_steps", "model.use_ddim", "model.ddim_steps", "env.n_envs",
             "train.reward_scale_running", "train.augment"),
     "sac": ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "act_steps", "model.actor", "model.critic"),
+    "replay": ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "act_steps", "denoising_steps",
+               "model._target_", "model.actor", "model.critic", "model.critic_q", "model.critic_v",
+               "model.denoising_steps", "model.horizon_steps", "env.n_envs", "train.buffer_size"),
 }
 
 # what a checkpoint records about itself (meta/<key>), compared with the config that loads it
@@ -322,6 +342,9 @@ def consistency_problems(cfg: Any, kind: str) -> list[str]:
         out.append(f"act_steps ({act}) must be <= horizon_steps ({horizon})")
     if kind == "sac" and horizon is not None and act is not None and act != horizon:
         out.append(f"SAC needs horizon_steps == act_steps (got {horizon} and {act})")
+    if kind == "replay" and horizon is not None and act is not None and act != horizon:
+        out.append(f"the replay-based baselines need horizon_steps == act_steps (their critics score the executed "
+                   f"chunk and the actor is trained on it; got {horizon} and {act})")
     img, cond = num("img_cond_steps"), num("cond_steps")
     if img is not None and cond is not None and img > cond:
         out.append(f"img_cond_steps ({img}) must be <= cond_steps ({cond})")
@@ -349,8 +372,9 @@ def consistency_problems(cfg: Any, kind: str) -> list[str]:
 
 
 def validate_config(cfg: Any, kind: str) -> None:
-    """Check ``cfg`` for the runner ``kind`` ("pretrain", "ppo", "sac", "eval"): unknown keys, types, ranges and
-    consistency. Raises one :class:`ConfigError` listing every problem; returns None when the config is sound."""
+    """Check ``cfg`` for the runner ``kind`` ("pretrain", "ppo", "sac", "replay", "eval"): unknown keys, types,
+    ranges and consistency. Raises one :class:`ConfigError` listing every problem; returns None when the config is
+    sound."""
     schema = SCHEMAS[kind]
     plain = as_plain(cfg)
     problems = check_block(plain, schema, "", schema, "")
