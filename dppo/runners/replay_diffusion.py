@@ -51,13 +51,14 @@ from dppo.runners.policy_save import save_policy
 from dppo.runners.ppo import with_initial_weights
 from dppo.runners.replay import ReplayBuffer
 from dppo.runners.rollout import rollout
+from dppo.runners.start import start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
 from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
 from dppo.utils.scheduler import make_scheduler
-from dppo.utils.seeding import generator_states, restore_generators, seed_everything
+from dppo.utils.seeding import generator_states, restore_generators
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,7 @@ class TrainReplayDiffusionAgent:
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        validate.validate_config(cfg, KIND)
-        self.seed = int(cfg.get("seed", 42))
-        seed_everything(self.seed)
-        self.logdir = Path(cfg.logdir)
-        self.checkpoint_dir = self.logdir / "checkpoint"
-        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
-        if state is not None:
-            validate.check_resume(cfg, KIND, state, state.path)
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND)
         base = cfg.get("base_policy_path") or cfg.model.get("network_path")
         if base and state is None and Path(base).is_file():
             validate.check_base_checkpoint(cfg, base)
