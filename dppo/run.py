@@ -32,6 +32,12 @@ REFERENCE_TARGETS = {
     "agent.finetune.train_ppo_diffusion_agent.TrainPPODiffusionAgent": "dppo.runners.ppo.TrainPPODiffusionAgent",
     "agent.finetune.train_ppo_gaussian_agent.TrainPPOGaussianAgent": "dppo.runners.ppo_gaussian.TrainPPOGaussianAgent",
     "agent.finetune.train_sac_agent.TrainSACAgent": "dppo.runners.off_policy.TrainSACAgent",
+    "agent.finetune.train_rwr_diffusion_agent.TrainRWRDiffusionAgent":
+        "dppo.runners.weighted_regression.TrainRWRDiffusionAgent",
+    "agent.finetune.train_awr_diffusion_agent.TrainAWRDiffusionAgent":
+        "dppo.runners.weighted_regression.TrainAWRDiffusionAgent",
+    "model.diffusion.diffusion_rwr.RWRDiffusion": "dppo.algos.rwr.RWRDiffusion",
+    "model.diffusion.diffusion_awr.AWRDiffusion": "dppo.algos.awr.AWRDiffusion",
     "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
     "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",

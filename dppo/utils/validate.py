@@ -115,7 +115,26 @@ SAC = {
 
 EVAL = {**TOP, "env": ENV, "model": MODEL, "n_steps": "int>0", "render_num": "int>=0", "deterministic": "bool"}
 
-SCHEMAS: dict[str, dict[str, Any]] = {"pretrain": PRETRAIN, "ppo": PPO, "sac": SAC, "eval": EVAL}
+# DRWR and DAWR (dppo/runners/weighted_regression.py): one schema, the reference's keys of both methods (each
+# learner reads its own: RWR lr / weight_decay / lr_scheduler / max_reward_weight / update_epochs; AWR actor_* /
+# critic_* / max_adv_weight / buffer_size / replay_ratio / critic_update_ratio / scale_reward_factor)
+WEIGHTED = {
+    **TOP, "env": ENV, "model": MODEL,
+    "train": {
+        "n_train_itr": "int>0", "n_critic_warmup_itr": "int>=0", "n_steps": "int>0", "gamma": "float[0,1]",
+        "lr": "float>=0", "weight_decay": "float>=0", "lr_scheduler": LR_SCHEDULER,
+        "actor_lr": "float>=0", "actor_weight_decay": "float>=0", "actor_lr_scheduler": LR_SCHEDULER,
+        "critic_lr": "float>=0", "critic_weight_decay": "float>=0", "critic_lr_scheduler": LR_SCHEDULER,
+        "save_model_freq": "int>0", "val_freq": "int>0", "force_train": "bool", "log_freq": "int>0",
+        "render": {"freq": "int?>=0", "num": "int?>=0"}, "batch_size": "int>0", "update_epochs": "int>0",
+        "beta": "float>=0", "max_reward_weight": "float>0", "max_adv_weight": "float>0",
+        "scale_reward_factor": "float", "buffer_size": "int>0", "replay_ratio": "float>0",
+        "critic_update_ratio": "int>0", "logprob_batch_size": "int>0", "max_grad_norm": "float?>0",
+        "divergence_guard": DIVERGENCE_GUARD},
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {"pretrain": PRETRAIN, "ppo": PPO, "sac": SAC, "eval": EVAL,
+                                      "weighted": WEIGHTED}
 
 # config keys that must not change when a run is resumed: its checkpoints were written for them
 RESUME_KEYS: dict[str, tuple[str, ...]] = {
@@ -128,6 +147,9 @@ RESUME_KEYS: dict[str, tuple[str, ...]] = {
             "model.ft_denoising_steps", "model.horizon_steps", "model.use_ddim", "model.ddim_steps", "env.n_envs",
             "train.reward_scale_running", "train.augment"),
     "sac": ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "act_steps", "model.actor", "model.critic"),
+    "weighted": ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "act_steps", "denoising_steps",
+                 "model._target_", "model.network", "model.actor", "model.critic", "model.denoising_steps",
+                 "model.horizon_steps", "env.n_envs", "train.buffer_size"),
 }
 
 # what a checkpoint records about itself (meta/<key>), compared with the config that loads it
@@ -349,8 +371,9 @@ def consistency_problems(cfg: Any, kind: str) -> list[str]:
 
 
 def validate_config(cfg: Any, kind: str) -> None:
-    """Check ``cfg`` for the runner ``kind`` ("pretrain", "ppo", "sac", "eval"): unknown keys, types, ranges and
-    consistency. Raises one :class:`ConfigError` listing every problem; returns None when the config is sound."""
+    """Check ``cfg`` for the runner ``kind`` ("pretrain", "ppo", "sac", "eval", "weighted"): unknown keys, types,
+    ranges and consistency. Raises one :class:`ConfigError` listing every problem; returns None when the config is
+    sound."""
     schema = SCHEMAS[kind]
     plain = as_plain(cfg)
     problems = check_block(plain, schema, "", schema, "")
