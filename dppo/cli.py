@@ -4,6 +4,8 @@
     dppo data avoid|robomimic|gym [options]             make demonstration data here
     dppo export <policy.npz or run dir> [--out D]       SavedModel (+ TFLite): raw obs -> raw action
     dppo plot OUT.png LABEL=RUN ... [--keys K ...]       learning curves from runs' metrics.csv
+    dppo compare OUT.png LABEL=RUN_GLOB ... [--metric M]  methods over seeds: mean/band curves per task and a
+                                                        table of final values with bootstrap CIs (OUT.md)
 """
 
 from __future__ import annotations
@@ -34,11 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     elif command == "plot":
         from dppo.viz.curves import cli as plot_cli
         plot_cli(rest)
+    elif command == "compare":
+        from dppo.viz.compare import cli as compare_cli
+        compare_cli(rest)
     elif command == "export":
         from dppo.export import cli as export_cli
         export_cli(rest)
     else:
-        sys.exit(f"unknown command '{command}'; expected 'run', 'data', 'plot' or 'export' (see dppo --help)")
+        sys.exit(f"unknown command '{command}'; expected 'run', 'data', 'plot', 'compare' or 'export' "
+                 f"(see dppo --help)")
 
 
 if __name__ == "__main__":

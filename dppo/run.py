@@ -47,6 +47,12 @@ REFERENCE_TARGETS = {
     "model.diffusion.diffusion_dql.DQLDiffusion": "dppo.algos.dql.DQLDiffusion",
     "model.diffusion.diffusion_qsm.QSMDiffusion": "dppo.algos.qsm.QSMDiffusion",
     "model.diffusion.diffusion_idql.IDQLDiffusion": "dppo.algos.idql.IDQLDiffusion",
+    "agent.finetune.train_rwr_diffusion_agent.TrainRWRDiffusionAgent":
+        "dppo.runners.weighted_regression.TrainRWRDiffusionAgent",
+    "agent.finetune.train_awr_diffusion_agent.TrainAWRDiffusionAgent":
+        "dppo.runners.weighted_regression.TrainAWRDiffusionAgent",
+    "model.diffusion.diffusion_rwr.RWRDiffusion": "dppo.algos.rwr.RWRDiffusion",
+    "model.diffusion.diffusion_awr.AWRDiffusion": "dppo.algos.awr.AWRDiffusion",
     "agent.eval.eval_diffusion_agent.EvalDiffusionAgent": "dppo.runners.evaluate.EvalDiffusionAgent",
     "agent.eval.eval_gaussian_agent.EvalGaussianAgent": "dppo.runners.evaluate.EvalGaussianAgent",
     "model.diffusion.diffusion.DiffusionModel": "dppo.policies.diffusion.DiffusionModel",

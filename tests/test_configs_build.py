@@ -26,8 +26,9 @@ def test_model_builds(path: Path):
     model_cfg = cfg.model
     if "network_path" in model_cfg:
         model_cfg.network_path = None  # weights are not part of this check
-    takes_actor_ft = validate.target_accepts(model_cfg._target_)("actor_ft")
-    extra = {"actor_ft": validate.instantiate(model_cfg.actor)} if "actor" in model_cfg and takes_actor_ft else {}
+    # PPO models take a second actor (the fine-tuned copy); models that fine-tune their only network do not
+    takes_ft = "actor" in model_cfg and validate.target_accepts(model_cfg._target_)("actor_ft")
+    extra = {"actor_ft": validate.instantiate(model_cfg.actor)} if takes_ft else {}
     extra.update(target_networks(model_cfg))  # the Polyak target copies of the replay-based baselines
     model = validate.instantiate(model_cfg, **extra)
     assert model.horizon_steps == int(cfg.horizon_steps)

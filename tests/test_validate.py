@@ -14,7 +14,12 @@ STAGE_KIND = {"pretrain": "pretrain", "finetune": "ppo", "eval": "eval"}
 
 
 def kind_of(cfg, path: Path) -> str:
-    return "sac" if cfg._target_.endswith("TrainSACAgent") else STAGE_KIND[path.relative_to(CFG).parts[1]]
+    """The schema the config's runner validates against: its ``config_kind`` when it names one, else by stage."""
+    from hydra.utils import get_class
+
+    if cfg._target_.endswith("TrainSACAgent"):
+        return "sac"
+    return getattr(get_class(cfg._target_), "config_kind", None) or STAGE_KIND[path.relative_to(CFG).parts[1]]
 
 
 def compose(path: Path, *overrides: str):
@@ -24,7 +29,9 @@ def compose(path: Path, *overrides: str):
 
 def test_every_stage_and_runner_is_shipped():
     kinds = {kind_of(compose(p), p) for p in SHIPPED[::7]} | {"sac"}
-    assert kinds == {"pretrain", "ppo", "sac", "eval"} and len(SHIPPED) > 100
+    assert {"pretrain", "ppo", "sac", "eval"} <= kinds and len(SHIPPED) > 100
+    assert {kind_of(compose(p), p) for p in SHIPPED if p.stem in ("ft_rwr_diffusion_mlp", "ft_awr_diffusion_mlp")} == {
+        "weighted"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CFG)))

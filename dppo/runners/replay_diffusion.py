@@ -86,6 +86,8 @@ def target_networks(model_cfg: DictConfig) -> dict[str, Any]:
 class TrainReplayDiffusionAgent:
     """Fine-tuning of a pre-trained diffusion policy with a replay-based method (the model's class)."""
 
+    config_kind = KIND  # the schema its configs are checked against
+
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND)

@@ -132,7 +132,26 @@ REPLAY = {
 
 EVAL = {**TOP, "env": ENV, "model": MODEL, "n_steps": "int>0", "render_num": "int>=0", "deterministic": "bool"}
 
-SCHEMAS: dict[str, dict[str, Any]] = {"pretrain": PRETRAIN, "ppo": PPO, "sac": SAC, "replay": REPLAY, "eval": EVAL}
+# DRWR and DAWR (dppo/runners/weighted_regression.py): one schema, the reference's keys of both methods (each
+# learner reads its own: RWR lr / weight_decay / lr_scheduler / max_reward_weight / update_epochs; AWR actor_* /
+# critic_* / max_adv_weight / buffer_size / replay_ratio / critic_update_ratio / scale_reward_factor)
+WEIGHTED = {
+    **TOP, "env": ENV, "model": MODEL,
+    "train": {
+        "n_train_itr": "int>0", "n_critic_warmup_itr": "int>=0", "n_steps": "int>0", "gamma": "float[0,1]",
+        "lr": "float>=0", "weight_decay": "float>=0", "lr_scheduler": LR_SCHEDULER,
+        "actor_lr": "float>=0", "actor_weight_decay": "float>=0", "actor_lr_scheduler": LR_SCHEDULER,
+        "critic_lr": "float>=0", "critic_weight_decay": "float>=0", "critic_lr_scheduler": LR_SCHEDULER,
+        "save_model_freq": "int>0", "val_freq": "int>0", "force_train": "bool", "log_freq": "int>0",
+        "render": {"freq": "int?>=0", "num": "int?>=0"}, "batch_size": "int>0", "update_epochs": "int>0",
+        "beta": "float>=0", "max_reward_weight": "float>0", "max_adv_weight": "float>0",
+        "scale_reward_factor": "float", "buffer_size": "int>0", "replay_ratio": "float>0",
+        "critic_update_ratio": "int>0", "logprob_batch_size": "int>0", "max_grad_norm": "float?>0",
+        "divergence_guard": DIVERGENCE_GUARD},
+}
+
+SCHEMAS: dict[str, dict[str, Any]] = {"pretrain": PRETRAIN, "ppo": PPO, "sac": SAC, "replay": REPLAY,
+                                      "weighted": WEIGHTED, "eval": EVAL}
 
 # config keys that must not change when a run is resumed: its checkpoints were written for them
 RESUME_KEYS: dict[str, tuple[str, ...]] = {
@@ -148,6 +167,9 @@ RESUME_KEYS: dict[str, tuple[str, ...]] = {
     "replay": ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "act_steps", "denoising_steps",
                "model._target_", "model.actor", "model.critic", "model.critic_q", "model.critic_v",
                "model.denoising_steps", "model.horizon_steps", "env.n_envs", "train.buffer_size"),
+    "weighted": ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "act_steps", "denoising_steps",
+                 "model._target_", "model.network", "model.actor", "model.critic", "model.denoising_steps",
+                 "model.horizon_steps", "env.n_envs", "train.buffer_size"),
 }
 
 # what a checkpoint records about itself (meta/<key>), compared with the config that loads it
@@ -372,9 +394,9 @@ def consistency_problems(cfg: Any, kind: str) -> list[str]:
 
 
 def validate_config(cfg: Any, kind: str) -> None:
-    """Check ``cfg`` for the runner ``kind`` ("pretrain", "ppo", "sac", "replay", "eval"): unknown keys, types,
-    ranges and consistency. Raises one :class:`ConfigError` listing every problem; returns None when the config is
-    sound."""
+    """Check ``cfg`` for the runner ``kind`` ("pretrain", "ppo", "sac", "replay", "weighted", "eval"): unknown
+    keys, types, ranges and consistency. Raises one :class:`ConfigError` listing every problem; returns None
+    when the config is sound."""
     schema = SCHEMAS[kind]
     plain = as_plain(cfg)
     problems = check_block(plain, schema, "", schema, "")
