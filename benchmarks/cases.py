@@ -338,7 +338,7 @@ def timed_iterations(agent, n_itr: int) -> list[dict[str, Any]]:
         if obs is None or agent.reset_at_iteration:
             obs, _ = agent.venv.reset(seed=agent.seed + itr if agent.reset_at_iteration else None)
             done = np.ones(agent.n_envs, np.float32)
-        ro = agent.rollout(obs, done, deterministic=False)
+        ro = agent.collect(obs, done, deterministic=False)
         obs, done = ro["last_obs"], ro["firsts"][-1]
         t1 = time.perf_counter()
         batch = agent.prepare_batch(ro)

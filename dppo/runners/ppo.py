@@ -15,30 +15,26 @@ checks the rollout's observations and rewards and the update's loss and weight n
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import hydra
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
+from omegaconf import DictConfig
 
 from dppo.algos.advantage import gae
 from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.data.normalization import Normalization, check_normalization_dims
 from dppo.envs.factory import make_from_config
-from dppo.runners.episodes import episode_stats
+from dppo.runners.loop import OnlineLoop
 from dppo.runners.policy_save import save_policy
-from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
+from dppo.runners.rollout import as_cond, rollout
 from dppo.runners.start import restore, start_run
 from dppo.utils import checkpoint as ckpt
-from dppo.utils import metrics as metrics_names
 from dppo.utils import validate
-from dppo.utils.faults import fault_point
-from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
-from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
+from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
+from dppo.utils.logging import open_run_folder
 from dppo.utils.optim import AdamW
 from dppo.utils.reward_scaling import RunningRewardScaler
 from dppo.utils.scheduler import make_scheduler
@@ -81,7 +77,7 @@ def minibatch_plan(cfg: DictConfig) -> MinibatchPlan:
     return MinibatchPlan(n, minibatches, int(t.update_epochs) * max(1, minibatches // k), batch * k * per_sample)
 
 
-class TrainPPOAgent:
+class TrainPPOAgent(OnlineLoop):
     """PPO fine-tuning of a policy in vectorised environments."""
 
     def __init__(self, cfg: DictConfig):
@@ -207,7 +203,7 @@ class TrainPPOAgent:
                 **{k: ckpt.meta(state, f"reward_scaler/{k}", kind=float) for k in ("mean", "var", "count")}})
 
     # rollout ---------------------------------------------------------------------------------------------
-    def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
+    def collect(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
         value_fn = None if deterministic or not self.bootstrap_truncated else self.learner.values
         return rollout(self.venv, lambda cond: self.model.act(cond, deterministic), obs, firsts0, self.n_steps,
                        self.act_steps, value_fn)
@@ -235,92 +231,30 @@ class TrainPPOAgent:
                         tf.constant(values.reshape(-1)), tf.constant(adv.reshape(-1), tf.float32),
                         tf.constant(np.concatenate(log_probs)))
 
-    # main loop -------------------------------------------------------------------------------------------
-    def run(self) -> list[dict[str, float]]:
-        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
-        logger.truncate(self.itr - 1)  # rows past the checkpoint resumed from (all rows for a fresh start)
-        self.guard.seed([float(r["loss/loss"]) for r in logger.rows if r.get("loss/loss")],
-                        [weight_norm(self.trained_variables())])
-        env_name = str(self.cfg.env.name)
-        start = time.time()
-        obs, done = None, np.ones(self.n_envs, np.float32)
-        bar = tqdm(range(self.itr, self.n_train_itr), desc="fine-tune", unit="itr", initial=self.itr,
-                   total=self.n_train_itr, dynamic_ncols=True)
-        for itr in bar:
-            self.itr = itr
-            t0 = time.time()
-            eval_mode = itr % self.val_freq == 0 and not self.force_train
-            if obs is None or self.reset_at_iteration or eval_mode:
-                obs, _ = self.venv.reset(seed=self.seed + itr if self.reset_at_iteration else None)
-                done = np.ones(self.n_envs, np.float32)
-            try:
-                ro = self.rollout(obs, done, deterministic=eval_mode)
-            except Exception as e:  # an env (or wrapper) that raised: name the iteration and the env
-                raise RolloutError(f"the rollout of iteration {itr} (env.name={env_name}) raised "
-                                   f"{type(e).__name__}: {e}; {self.guard.kept()}") from e
-            self.guard.check_rollout(itr, ro, env_name)
-            obs, done = ro["last_obs"], ro["firsts"][-1]
-            stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
-            self.last_trajectories = raw_paths(ro, self.normalization)
-            self.last_states = full_states(ro)
-            t_rollout = time.time() - t0
-            prefix = "eval" if eval_mode else "train"
-            metrics = metrics_names.episode_metrics(prefix, stats)
-            if not eval_mode:
-                self.env_steps += self.n_envs * self.n_steps * self.act_steps
-                t1 = time.time()
-                batch = self.prepare_batch(ro)
-                for key in ("values", "log_probs", "returns", "advantages"):
-                    self.guard.check_finite(itr, f"the rollout's {key.replace('_', '-')}", getattr(batch, key).numpy(),
-                                            "the networks scoring the rollout (its observations and rewards were "
-                                            "finite)", self.guard.cause)
-                train_actor = itr >= self.n_critic_warmup_itr
-                upd = self.learner.update(batch, train_actor, self.batch_size, self.update_epochs, self.vf_coef,
-                                          self.ent_coef, self.target_kl)
-                self.guard.check_update(itr, upd["loss"], weight_norm(self.trained_variables()),
-                                        "the PPO update (the rollout it used was finite)")
-                ret, val = batch.returns.numpy(), batch.values.numpy()
-                metrics.update({f"loss/{k}": v for k, v in upd.items()})
-                metrics["train/explained_variance"] = float(1 - np.var(ret - val) / max(np.var(ret), 1e-8))
-                metrics["time/update"] = time.time() - t1
-                if train_actor:
-                    self.actor_scheduler.step()
-                    self.actor_optimizer.set_lr(self.actor_scheduler.lr)
-            self.critic_scheduler.step()
-            self.critic_optimizer.set_lr(self.critic_scheduler.lr)
-            metrics.update({metrics_names.ENV_STEPS: self.env_steps, "time/rollout": t_rollout,
-                            metrics_names.WALL: time.time() - start,
-                            "lr/actor": float(self.actor_optimizer.learning_rate.numpy()),
-                            "lr/critic": float(self.critic_optimizer.learning_rate.numpy())})
-            if self.plot_due(itr):
-                self.plot(itr)
-            if itr % self.log_freq == 0:
-                logger.log(itr, metrics)  # durable before the checkpoint that includes this iteration
-            fault_point(f"metrics:{itr}")
-            if itr % self.save_model_freq == 0 or itr == self.n_train_itr - 1:
-                self.save()
-            fault_point(f"checkpoint:{itr}")
-            self.history.append({"itr": itr, **metrics})
-            bar.set_postfix({"succ": f"{stats['success_rate']:.2f}", "ret": f"{stats['avg_episode_reward']:.1f}",
-                             "mode": prefix})
-        logger.close()
-        self.venv.close()
-        return self.history
+    # the loop's hooks (dppo/runners/loop.py) ---------------------------------------------------------------
+    def train_iteration(self, ro: dict[str, Any], itr: int) -> dict[str, float]:
+        batch = self.prepare_batch(ro)
+        for key in ("values", "log_probs", "returns", "advantages"):
+            self.guard.check_finite(itr, f"the rollout's {key.replace('_', '-')}", getattr(batch, key).numpy(),
+                                    "the networks scoring the rollout (its observations and rewards were finite)",
+                                    self.guard.cause)
+        train_actor = itr >= self.n_critic_warmup_itr
+        upd = self.learner.update(batch, train_actor, self.batch_size, self.update_epochs, self.vf_coef,
+                                  self.ent_coef, self.target_kl)
+        self.guard.check_update(itr, upd["loss"], weight_norm(self.trained_variables()),
+                                "the PPO update (the rollout it used was finite)")
+        ret, val = batch.returns.numpy(), batch.values.numpy()
+        if train_actor:
+            self.actor_scheduler.step()
+            self.actor_optimizer.set_lr(self.actor_scheduler.lr)
+        return {**{f"loss/{k}": v for k, v in upd.items()},
+                "train/explained_variance": float(1 - np.var(ret - val) / max(np.var(ret), 1e-8))}
 
-    def plot_due(self, itr: int) -> bool:
-        """A plotter is configured, ``train.render`` asks for ``num`` > 0 paths at this iteration, and the
-        envs passed their full observations (``env.save_full_observations``)."""
-        return (self.plotter is not None and self.render_freq > 0 and self.render_num > 0
-                and itr % self.render_freq == 0 and self.last_states is not None)
-
-    def plot(self, itr: int) -> Any:
-        """Hand the last rollout's states to ``train.plotter`` with the reference's keywords (normalised
-        ``obs_full_trajs`` (T, N, D), ``n_render``, ``max_episode_steps`` = rows to draw, ``render_dir``, ``itr``)
-        and a title; the plotter picks the envs and writes ``<render_dir>/traj-<itr>.png``."""
-        states = self.last_states
-        return self.plotter(obs_full_trajs=states.transpose(1, 0, 2), n_render=self.render_num,
-                            max_episode_steps=states.shape[1], render_dir=self.logdir / "render", itr=itr,
-                            title=f"iteration {itr}")
+    def end_iteration(self, itr: int, trained: bool) -> dict[str, float]:
+        self.critic_scheduler.step()
+        self.critic_optimizer.set_lr(self.critic_scheduler.lr)
+        return {"lr/actor": float(self.actor_optimizer.learning_rate.numpy()),
+                "lr/critic": float(self.critic_optimizer.learning_rate.numpy())}
 
 
 TrainPPODiffusionAgent = TrainPPOAgent

@@ -33,20 +33,18 @@ sizes as ``steps x n_envs``.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
+from omegaconf import DictConfig
 
 from dppo.algos.replay_common import METHOD_TRAIN_KEYS
 from dppo.data.normalization import check_normalization_dims
 from dppo.envs.factory import make_from_config
-from dppo.runners.episodes import episode_stats
+from dppo.runners.loop import OnlineLoop
 from dppo.runners.policy_save import save_policy
 from dppo.runners.ppo import with_initial_weights
 from dppo.runners.replay import ReplayBuffer
@@ -54,9 +52,8 @@ from dppo.runners.rollout import rollout
 from dppo.runners.start import start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
-from dppo.utils.faults import fault_point
-from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
-from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
+from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
+from dppo.utils.logging import open_run_folder
 from dppo.utils.scheduler import make_scheduler
 from dppo.utils.seeding import generator_states, restore_generators
 
@@ -83,10 +80,11 @@ def target_networks(model_cfg: DictConfig) -> dict[str, Any]:
             if name.endswith("_target") and name[: -len("_target")] in model_cfg}
 
 
-class TrainReplayDiffusionAgent:
+class TrainReplayDiffusionAgent(OnlineLoop):
     """Fine-tuning of a pre-trained diffusion policy with a replay-based method (the model's class)."""
 
     config_kind = KIND  # the schema its configs are checked against
+    guard_loss_key = "loss/critic"
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -196,65 +194,30 @@ class TrainReplayDiffusionAgent:
                         flat(ro["rewards"] * self.scale_reward_factor), flat(ro["next_obs"]["state"]),
                         flat(ro["terminated"].astype(np.float32)))
 
-    # main loop -------------------------------------------------------------------------------------------
-    def run(self) -> list[dict[str, float]]:
-        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
-        logger.truncate(self.itr - 1)  # rows past the checkpoint resumed from (all rows for a fresh start)
-        self.guard.seed([float(r["loss/critic"]) for r in logger.rows if r.get("loss/critic")],
-                        [weight_norm(self.model.trained_variables())])
-        env_name = str(self.cfg.env.name)
-        start = time.time()
-        obs, done = None, np.ones(self.n_envs, np.float32)
-        bar = tqdm(range(self.itr, self.n_train_itr), desc=type(self.model).__name__, unit="itr", initial=self.itr,
-                   total=self.n_train_itr, dynamic_ncols=True)
-        for itr in bar:
-            self.itr = itr
-            t0 = time.time()
-            eval_mode = itr % self.val_freq == 0 and not self.force_train
-            if obs is None or self.reset_at_iteration or eval_mode:
-                obs, _ = self.venv.reset(seed=self.seed + itr if self.reset_at_iteration else None)
-                done = np.ones(self.n_envs, np.float32)
-            try:
-                ro = rollout(self.venv, lambda c, det=eval_mode: self.act(c, det), obs, done, self.n_steps,
-                             self.act_steps, keep_next_obs=not eval_mode)
-            except Exception as e:  # an env (or wrapper) that raised: name the iteration and the env
-                raise RolloutError(f"the rollout of iteration {itr} (env.name={env_name}) raised "
-                                   f"{type(e).__name__}: {e}; {self.guard.kept()}") from e
-            self.guard.check_rollout(itr, ro, env_name)
-            obs, done = ro["last_obs"], ro["firsts"][-1]
-            stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
-            prefix = "eval" if eval_mode else "train"
-            metrics: dict[str, float] = {f"{prefix}/{k}": v for k, v in stats.items()}
-            metrics["time/rollout"] = time.time() - t0
-            if not eval_mode:
-                self.env_steps += self.n_envs * self.n_steps * self.act_steps
-                self.store(ro)
-                t1 = time.time()
-                upd = self.model.update(self.buffer.push(), self.num_batch, self.batch_size,
-                                        itr >= self.n_critic_warmup_itr)
-                self.buffer.pull(self.model.buffer_writes)
-                self.guard.check_update(itr, upd["critic"], weight_norm(self.model.trained_variables()),
-                                        f"the {type(self.model).__name__} update (the rollout it used was finite)")
-                metrics.update({(f"critic/{k}" if k == "q" else f"loss/{k}"): v for k, v in upd.items()})
-                metrics["time/update"] = time.time() - t1
-            self.actor_scheduler.step()
-            self.critic_scheduler.step()
-            metrics.update({"env_steps": self.env_steps, "buffer_size": len(self.buffer),
-                            "lr/actor": float(self.model.actor_optimizer.learning_rate.numpy()),
-                            "lr/critic": float(self.model.critic_optimizer.learning_rate.numpy()),
-                            "time/wall": time.time() - start})
-            self.set_lrs()
-            if itr % self.log_freq == 0:
-                logger.log(itr, metrics)  # durable before the checkpoint that includes this iteration
-            fault_point(f"metrics:{itr}")
-            if itr % self.save_model_freq == 0 or itr == self.n_train_itr - 1:
-                self.save()
-            fault_point(f"checkpoint:{itr}")
-            self.history.append({"itr": itr, **metrics})
-            bar.set_postfix({"ret": f"{stats['avg_episode_reward']:.1f}", "mode": prefix})
-        logger.close()
-        self.venv.close()
-        return self.history
+    # the loop's hooks (dppo/runners/loop.py) ---------------------------------------------------------------
+    def trained_variables(self) -> list:
+        return self.model.trained_variables()
+
+    def collect(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
+        return rollout(self.venv, lambda c: self.act(c, deterministic), obs, firsts0, self.n_steps, self.act_steps,
+                       keep_next_obs=not deterministic)
+
+    def train_iteration(self, ro: dict[str, Any], itr: int) -> dict[str, float]:
+        self.store(ro)
+        upd = self.model.update(self.buffer.push(), self.num_batch, self.batch_size, itr >= self.n_critic_warmup_itr)
+        self.buffer.pull(self.model.buffer_writes)
+        self.guard.check_update(itr, upd["critic"], weight_norm(self.model.trained_variables()),
+                                f"the {type(self.model).__name__} update (the rollout it used was finite)")
+        return {(f"critic/{k}" if k == "q" else f"loss/{k}"): v for k, v in upd.items()}
+
+    def end_iteration(self, itr: int, trained: bool) -> dict[str, float]:
+        self.actor_scheduler.step()
+        self.critic_scheduler.step()
+        metrics = {"buffer_size": len(self.buffer),
+                   "lr/actor": float(self.model.actor_optimizer.learning_rate.numpy()),
+                   "lr/critic": float(self.model.critic_optimizer.learning_rate.numpy())}
+        self.set_lrs()
+        return metrics
 
 
 TrainDIPODiffusionAgent = TrainReplayDiffusionAgent

@@ -28,28 +28,26 @@ value towards the batch-mean target; ``model.reference_critic_broadcast: true`` 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
+from omegaconf import DictConfig
 
 from dppo.algos.rwr import IterationData
 from dppo.data.normalization import Normalization, check_normalization_dims
 from dppo.envs.factory import make_from_config
-from dppo.runners.episodes import episode_stats
+from dppo.runners.loop import OnlineLoop
 from dppo.runners.policy_save import save_policy
 from dppo.runners.ppo import with_initial_weights
-from dppo.runners.rollout import as_cond, full_states, raw_paths, rollout
+from dppo.runners.rollout import as_cond, rollout
+from dppo.runners.start import start_run
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
-from dppo.utils.faults import fault_point
-from dppo.utils.guard import DivergenceGuard, GuardSettings, RolloutError, weight_norm
-from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
-from dppo.utils.seeding import generator_states, restore_generators, seed_everything
+from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
+from dppo.utils.logging import open_run_folder
+from dppo.utils.seeding import generator_states, restore_generators
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +58,15 @@ def buffer_path(checkpoint_dir: Path, itr: int) -> Path:
     return Path(checkpoint_dir) / f"buffer_{itr}.npz"
 
 
-class TrainWeightedRegressionAgent:
+class TrainWeightedRegressionAgent(OnlineLoop):
     """Fine-tuning by weighted regression in vectorised environments (see the module docstring)."""
 
     config_kind = KIND  # the schema its configs are checked against
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        validate.validate_config(cfg, KIND)
-        self.seed = int(cfg.get("seed", 42))
-        seed_everything(self.seed)
-        self.logdir = Path(cfg.logdir)
-        self.checkpoint_dir = self.logdir / "checkpoint"
         # before building envs or networks: a resume must fit its checkpoint, a base policy the config
-        state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
-        if state is not None:
-            validate.check_resume(cfg, KIND, state, state.path)
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND)
         base = cfg.get("base_policy_path") or cfg.model.get("network_path")
         if base and state is None and Path(base).is_file():
             validate.check_base_checkpoint(cfg, base)
@@ -166,7 +157,7 @@ class TrainWeightedRegressionAgent:
                                            f"away to resume with an empty buffer") from e
 
     # rollout ---------------------------------------------------------------------------------------------
-    def rollout(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
+    def collect(self, obs: dict[str, np.ndarray], firsts0: np.ndarray, deterministic: bool) -> dict[str, Any]:
         return rollout(self.venv, lambda cond: self.model.act(cond, deterministic), obs, firsts0, self.n_steps,
                        self.act_steps)
 
@@ -175,83 +166,26 @@ class TrainWeightedRegressionAgent:
         return IterationData(as_cond(ro["obs"]), tf.constant(ro["samples"]), tf.constant(ro["rewards"]),
                              tf.constant(ro["terminated"].astype(np.float32)), tf.constant(ro["firsts"]))
 
-    # main loop -------------------------------------------------------------------------------------------
-    def run(self) -> list[dict[str, float]]:
-        logger = MetricLogger(self.logdir, wandb_config(self.cfg), OmegaConf.to_container(self.cfg, resolve=True))
-        logger.truncate(self.itr - 1)  # rows past the checkpoint resumed from (all rows for a fresh start)
-        self.guard.seed([float(r["loss/loss"]) for r in logger.rows if r.get("loss/loss") not in (None, "", "nan")],
-                        [weight_norm(self.learner.trained_variables())])
-        env_name = str(self.cfg.env.name)
-        start = time.time()
-        obs, done = None, np.ones(self.n_envs, np.float32)
-        bar = tqdm(range(self.itr, self.n_train_itr), desc="fine-tune", unit="itr", initial=self.itr,
-                   total=self.n_train_itr, dynamic_ncols=True)
-        for itr in bar:
-            self.itr = itr
-            t0 = time.time()
-            eval_mode = itr % self.val_freq == 0 and not self.force_train
-            if obs is None or self.reset_at_iteration or eval_mode:
-                obs, _ = self.venv.reset(seed=self.seed + itr if self.reset_at_iteration else None)
-                done = np.ones(self.n_envs, np.float32)
-            try:
-                ro = self.rollout(obs, done, deterministic=eval_mode)
-            except Exception as e:  # an env (or wrapper) that raised: name the iteration and the env
-                raise RolloutError(f"the rollout of iteration {itr} (env.name={env_name}) raised "
-                                   f"{type(e).__name__}: {e}; {self.guard.kept()}") from e
-            self.guard.check_rollout(itr, ro, env_name)
-            obs, done = ro["last_obs"], ro["firsts"][-1]
-            stats = episode_stats(ro["rewards"], ro["firsts"], self.act_steps, self.success_threshold)
-            self.last_trajectories = raw_paths(ro, self.normalization)
-            self.last_states = full_states(ro)
-            t_rollout = time.time() - t0
-            prefix = "eval" if eval_mode else "train"
-            metrics: dict[str, float] = {f"{prefix}/{k}": v for k, v in stats.items()}
-            if not eval_mode:
-                self.env_steps += self.n_envs * self.n_steps * self.act_steps
-                t1 = time.time()
-                upd = self.learner.update(self.iteration_data(ro), itr)
-                loss = upd.get("loss")
-                self.guard.check_update(itr, loss if loss is not None and np.isfinite(loss) else None,
-                                        weight_norm(self.learner.trained_variables()),
-                                        "the weighted-regression update (the rollout it used was finite)")
-                for key in ("critic_loss",):
-                    if key in upd and not np.isfinite(upd[key]):
-                        self.guard.fail(itr, f"the {key.replace('_', ' ')} is {upd[key]}", "the critic update",
-                                        self.guard.cause)
-                if "explained_variance" in upd:
-                    metrics["train/explained_variance"] = upd.pop("explained_variance")
-                metrics.update({f"loss/{k}": v for k, v in upd.items()})
-                metrics["time/update"] = time.time() - t1
-            self.learner.end_iteration()
-            metrics.update({"env_steps": self.env_steps, "time/rollout": t_rollout, "time/wall": time.time() - start,
-                            **{f"lr/{k}": v for k, v in self.learner.learning_rates().items()}})
-            if self.plot_due(itr):
-                self.plot(itr)
-            if itr % self.log_freq == 0:
-                logger.log(itr, metrics)  # durable before the checkpoint that includes this iteration
-            fault_point(f"metrics:{itr}")
-            if itr % self.save_model_freq == 0 or itr == self.n_train_itr - 1:
-                self.save()
-            fault_point(f"checkpoint:{itr}")
-            self.history.append({"itr": itr, **metrics})
-            bar.set_postfix({"succ": f"{stats['success_rate']:.2f}", "ret": f"{stats['avg_episode_reward']:.1f}",
-                             "mode": prefix})
-        logger.close()
-        self.venv.close()
-        return self.history
+    # the loop's hooks (dppo/runners/loop.py) ---------------------------------------------------------------
+    def trained_variables(self) -> list:
+        return self.learner.trained_variables()
 
-    def plot_due(self, itr: int) -> bool:
-        """A plotter is configured, ``train.render`` asks for ``num`` > 0 paths at this iteration, and the envs
-        passed their full observations (``env.save_full_observations``)."""
-        return (self.plotter is not None and self.render_freq > 0 and self.render_num > 0
-                and itr % self.render_freq == 0 and self.last_states is not None)
+    def train_iteration(self, ro: dict[str, Any], itr: int) -> dict[str, float]:
+        upd = self.learner.update(self.iteration_data(ro), itr)
+        loss = upd.get("loss")
+        self.guard.check_update(itr, loss if loss is not None and np.isfinite(loss) else None,
+                                weight_norm(self.learner.trained_variables()),
+                                "the weighted-regression update (the rollout it used was finite)")
+        if "critic_loss" in upd and not np.isfinite(upd["critic_loss"]):
+            self.guard.fail(itr, f"the critic loss is {upd['critic_loss']}", "the critic update", self.guard.cause)
+        metrics = {}
+        if "explained_variance" in upd:
+            metrics["train/explained_variance"] = upd.pop("explained_variance")
+        return {**metrics, **{f"loss/{k}": v for k, v in upd.items()}}
 
-    def plot(self, itr: int) -> Any:
-        """The last rollout's states to ``train.plotter`` (as the PPO runner: ``render/traj-<itr>.png``)."""
-        states = self.last_states
-        return self.plotter(obs_full_trajs=states.transpose(1, 0, 2), n_render=self.render_num,
-                            max_episode_steps=states.shape[1], render_dir=self.logdir / "render", itr=itr,
-                            title=f"iteration {itr}")
+    def end_iteration(self, itr: int, trained: bool) -> dict[str, float]:
+        self.learner.end_iteration()
+        return {f"lr/{k}": v for k, v in self.learner.learning_rates().items()}
 
 
 TrainRWRDiffusionAgent = TrainWeightedRegressionAgent
