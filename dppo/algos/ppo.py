@@ -141,6 +141,17 @@ class PPOLearner(tf.Module):
                            target_kl=float(target_kl) if target_kl is not None else float("inf"))
         return {k: float(v) for k, v in out.items()}
 
+    def minibatch_gradients(self, batch: PPOBatch, i: tf.Tensor, vars_: list, vf_coef, ent_coef):
+        """Loss, its terms and the gradients for ``vars_`` of the minibatch of env steps ``i`` (the distributed
+        learner of :mod:`dppo.algos.distributed` splits this across devices)."""
+        with tf.GradientTape() as tape:
+            terms = self.loss(gather_cond(batch.cond, i), tf.gather(batch.samples, i), tf.gather(batch.returns, i),
+                              tf.gather(batch.values, i), tf.gather(batch.advantages, i),
+                              tf.gather(batch.log_probs, i))
+            loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
+        grads = tape.gradient(loss, vars_)
+        return loss, terms, [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+
     def _apply(self, grads: list, n_actor: int, train_actor: tf.Tensor) -> None:
         if train_actor:
             self.actor_optimizer.apply(grads[:n_actor])
@@ -160,13 +171,7 @@ class PPOLearner(tf.Module):
             perm = tf.argsort(self.shuffle_rng.uniform((n,)))
             for b in tf.range(n_batch):
                 i = perm[b * batch_size:(b + 1) * batch_size]
-                with tf.GradientTape() as tape:
-                    terms = self.loss(gather_cond(batch.cond, i), tf.gather(batch.samples, i),
-                                      tf.gather(batch.returns, i), tf.gather(batch.values, i),
-                                      tf.gather(batch.advantages, i), tf.gather(batch.log_probs, i))
-                    loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
-                grads = tape.gradient(loss, vars_)
-                grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+                loss, terms, grads = self.minibatch_gradients(batch, i, vars_, vf_coef, ent_coef)
                 last = {"loss": loss, **{key: terms[key] for key in TERMS},
                         "minibatch_transitions": tf.cast(tf.size(i), tf.float32) * per_sample}
                 clipfrac_sum += terms["clipfrac"]

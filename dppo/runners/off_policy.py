@@ -51,6 +51,7 @@ from dppo.utils import validate
 from dppo.utils.faults import fault_point
 from dppo.utils.guard import DivergenceGuard, GuardSettings, weight_norm
 from dppo.utils.logging import MetricLogger, open_run_folder, wandb_config
+from dppo.utils.precision import set_policy
 from dppo.utils.seeding import np_stream, seed_everything
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,7 @@ class TrainSACAgent:
         validate.validate_config(cfg, "sac")
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
+        set_policy(cfg.get("mixed_precision"))  # the networks' dtype policy (float32 unless opted in)
         self.logdir = Path(cfg.logdir)
         self.checkpoint_dir = self.logdir / "checkpoint"
         state = ckpt.latest_state(self.checkpoint_dir) if cfg.get("resume", False) else None
