@@ -274,11 +274,11 @@ def _rollout_record(venv, model, steps: int, action_dim: int, variant: str, conf
     n_e = venv.num_envs
     rng = np.random.default_rng(0)
     act_steps = 4
+    values = B.ppo_learner(model).values  # the bootstrap values (the learner owns the compiled V(s))
 
     def with_policy():
         obs, _ = venv.reset(seed=0)
-        rollout(venv, lambda c: model.act(c, False), obs, np.ones(n_e, np.float32), steps, act_steps,
-                model.values)
+        rollout(venv, lambda c: model.act(c, False), obs, np.ones(n_e, np.float32), steps, act_steps, values)
 
     def floor():
         venv.reset(seed=0)
