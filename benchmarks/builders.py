@@ -73,6 +73,18 @@ def hopper_normalization() -> str:
     return str(path)
 
 
+def locomotion_normalization(robot: str, obs_dim: int, action_dim: int) -> str:
+    """A synthetic normalization.npz for a locomotion robot (obs in [-10, 10], actions in [-1, 1])."""
+    if robot == "hopper":
+        return hopper_normalization()
+    from dppo.data.normalization import Normalization
+    path = tmp_dir(robot) / "normalization.npz"
+    if not path.exists():
+        Normalization(np.full(obs_dim, -10.0, np.float32), np.full(obs_dim, 10.0, np.float32),
+                      -np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)).save(path)
+    return str(path)
+
+
 def avoid_normalization() -> str:
     """Avoid's normalisation ranges (as the tests and the generated M2 data have them)."""
     from dppo.data.normalization import Normalization

@@ -274,7 +274,7 @@ def _rollout_record(venv, model, steps: int, action_dim: int, variant: str, conf
     n_e = venv.num_envs
     rng = np.random.default_rng(0)
     act_steps = 4
-    values = tf.function(lambda c: model.critic(c), reduce_retracing=True, autograph=False)  # as PPOLearner.values
+    values = B.ppo_learner(model).values  # the bootstrap values (the learner owns the compiled V(s))
 
     def with_policy():
         obs, _ = venv.reset(seed=0)
@@ -496,3 +496,376 @@ def case_xla(quick: bool) -> list[dict]:
 CASES = {"peak": case_peak, "sample": case_sample, "update": case_update, "pretrain": case_pretrain,
          "rollout": case_rollout, "iteration": case_iteration}
 OPTIONAL = {"reference": case_reference, "xla": case_xla}  # run only when named with --case
+
+
+# ---------------------------------------------------------------------------------------------------------
+# issue #17 (speed and scale): EnvPool, rollout overlap, bf16, MirroredStrategy. Optional cases (--case NAME).
+def _floor_fn(venv, steps: int, action_dim: int, act_steps: int = 4, seed: int = 0):
+    acts = np.random.default_rng(seed).uniform(-1, 1, (steps, venv.num_envs, act_steps, action_dim)).astype(np.float32)
+
+    venv.reset(seed=seed)
+
+    def floor():  # no seeded reset per repeat: EnvPool rebuilds its pool for one (40-70 ms)
+        venv.reset()
+        for a in acts:
+            venv.step(a)
+    return floor
+
+
+def case_envpool(quick: bool) -> list[dict]:
+    """The random-action floor (40 envs x n steps x 4, the config's wrappers) with env.backend gymnasium and
+    envpool, repeats interleaved; EnvPool's raw pool (no wrappers) for reference; then the Hopper rollout with
+    the policy on each backend."""
+    from dppo.envs.factory import envpool_available, make_vector_env
+    if not envpool_available():
+        print("envpool is not installed (pip install -e '.[fast]'): case skipped")
+        return []
+    import envpool
+
+    from dppo.envs.locomotion import ROBOTS
+    from dppo.runners.rollout import rollout
+    steps = _size(quick)["rollout_steps"]
+    out = []
+    acts_dim = {"hopper": 3, "walker2d": 6, "halfcheetah": 6}
+    obs_dim = {"hopper": 11, "walker2d": 17, "halfcheetah": 17}
+    for robot in ("hopper", "walker2d", "halfcheetah"):
+        norm = B.locomotion_normalization(robot, obs_dim[robot], acts_dim[robot])
+        wraps = B.hopper_wrappers(norm)
+        venvs = {b: make_vector_env(f"{robot}-medium-v2", 40, wraps, seed=0, backend=b) for b in ("gymnasium",
+                                                                                                   "envpool")}
+        pool = envpool.make(ROBOTS[robot], env_type="gymnasium", num_envs=40, seed=0)
+        raw_acts = np.random.default_rng(0).uniform(-1, 1, (steps * 4, 40, acts_dim[robot]))
+
+        pool.reset()
+
+        def raw(pool=pool, raw_acts=raw_acts):
+            pool.reset()
+            for a in raw_acts:
+                pool.step(a)
+        fns = {b: _floor_fn(v, steps, acts_dim[robot]) for b, v in venvs.items()}
+        res = _interleaved({**fns, "envpool_raw": raw})
+        env_steps = 40 * steps * 4
+        rate = {k: env_steps / v["median_s"] for k, v in res.items()}
+        ratio = res["gymnasium"]["median_s"] / res["envpool"]["median_s"]
+        ratio_cpu = res["gymnasium"]["median_cpu_s"] / res["envpool"]["median_cpu_s"]
+        for v in venvs.values():
+            v.close()
+        out.append(record("envpool", f"{robot} floor, 40 envs x {steps} steps x 4", {
+            "env": f"{robot}-medium-v2 ({ROBOTS[robot]})", "n_envs": 40, "n_steps": steps, "act_steps": 4,
+            "wrappers": "mujoco_locomotion_lowdim + multi_step (reset_within_step)", "envpool_threads": "default"},
+            {**res, "env_steps_per_s": rate, "speedup_wall": ratio, "speedup_cpu": ratio_cpu},
+            f"gymnasium {_fmt(rate['gymnasium'])} env steps/s, envpool {_fmt(rate['envpool'])} "
+            f"({ratio:.2f}x wall, {ratio_cpu:.2f}x CPU); envpool without wrappers {_fmt(rate['envpool_raw'])}"))
+    # the Hopper rollout with the policy, both backends
+    norm = B.hopper_normalization()
+    model = B.ppo_diffusion()
+    learner = B.ppo_learner(model)
+    fns = {}
+    for b in ("gymnasium", "envpool"):
+        venv = make_vector_env("hopper-medium-v2", 40, B.hopper_wrappers(norm), seed=0, backend=b)
+        venv.reset(seed=0)
+
+        def with_policy(venv=venv):
+            obs, _ = venv.reset()
+            rollout(venv, lambda c: model.act(c, False), obs, np.ones(40, np.float32), steps, 4, learner.values)
+        fns[b] = with_policy
+    res = _interleaved(fns)
+    env_steps = 40 * steps * 4
+    ratio = res["gymnasium"]["median_s"] / res["envpool"]["median_s"]
+    out.append(record("envpool", f"Hopper rollout with the policy, 40 envs x {steps} steps x 4",
+                      {"n_envs": 40, "n_steps": steps, "policy": "PPODiffusion.act, DDPM K=20 K'=10, random weights"},
+                      {**res, "speedup_wall": ratio},
+                      f"gymnasium {_fmt(env_steps / res['gymnasium']['median_s'])} env steps/s, envpool "
+                      f"{_fmt(env_steps / res['envpool']['median_s'])} ({ratio:.2f}x; CPU s "
+                      f"{res['gymnasium']['median_cpu_s']:.2f} vs {res['envpool']['median_cpu_s']:.2f})"))
+    return out
+
+
+OPTIONAL["envpool"] = case_envpool
+
+
+class _Timed:
+    """Wraps a vector env and an act function to add up the seconds spent in each (the rollout's timeline)."""
+
+    def __init__(self, venv, act):
+        self.venv, self._act = venv, act
+        self.num_envs = venv.num_envs
+        self.t = {"sample": 0.0, "env": 0.0}
+
+    def act(self, cond):
+        t0 = time.perf_counter()
+        a, s = self._act(cond)
+        a, s = tf.constant(a.numpy()), (None if s is None else tf.constant(s.numpy()))  # wait for the graph
+        self.t["sample"] += time.perf_counter() - t0
+        return a, s
+
+    def step(self, actions):
+        t0 = time.perf_counter()
+        out = self.venv.step(actions)
+        self.t["env"] += time.perf_counter() - t0
+        return out
+
+    def reset(self, **kw):
+        return self.venv.reset(**kw)
+
+
+def case_overlap(quick: bool) -> list[dict]:
+    """The Hopper rollout (40 envs x n steps x 4) as a timeline (seconds in sampling, env steps and the rest), and
+    with ``env.overlap`` (two halves of 20 envs, one stepped in a worker thread while the policy samples for the
+    other) against the plain rollout, 5 repeats interleaved; per env backend."""
+    from dppo.envs.factory import envpool_available, make_vector_env
+    from dppo.runners.rollout import rollout
+    steps = _size(quick)["rollout_steps"]
+    norm = B.hopper_normalization()
+    model = B.ppo_diffusion()
+    learner = B.ppo_learner(model)
+    out = []
+    for backend in ("gymnasium", "envpool") if envpool_available() else ("gymnasium",):
+        full = make_vector_env("hopper-medium-v2", 40, B.hopper_wrappers(norm), seed=0, backend=backend)
+        split = make_vector_env("hopper-medium-v2", 40, B.hopper_wrappers(norm), seed=0, backend=backend,
+                                overlap=True)
+        timed_env = _Timed(full, lambda c: model.act(c, False))
+        timeline = []
+
+        def run(venv):
+            def go():
+                obs, _ = venv.reset()
+                rollout(venv, lambda c: model.act(c, False), obs, np.ones(40, np.float32), steps, 4, learner.values)
+            return go
+
+        def with_timeline(timed_env=timed_env, full=full, timeline=timeline):
+            timed_env.t = {"sample": 0.0, "env": 0.0}
+            obs, _ = full.reset()
+            t0 = time.perf_counter()
+            rollout(timed_env, timed_env.act, obs, np.ones(40, np.float32), steps, 4, learner.values)
+            total = time.perf_counter() - t0
+            timeline.append({**timed_env.t, "other": total - sum(timed_env.t.values()), "total": total})
+
+        res = _interleaved({"plain": run(full), "overlap": run(split), "timeline": with_timeline}, repeats=5)
+        tl = {k: statistics.median(t[k] for t in timeline[1:] or timeline) for k in timeline[0]}
+        speed = res["plain"]["median_s"] / res["overlap"]["median_s"]
+        speed_cpu = res["plain"]["median_cpu_s"] / res["overlap"]["median_cpu_s"]
+        out.append(record("overlap", f"Hopper rollout 40 envs x {steps} steps x 4, {backend}",
+                          {"backend": backend, "n_envs": 40, "n_steps": steps, "halves": 2},
+                          {**res, "timeline_s": tl, "speedup_wall": speed, "speedup_cpu": speed_cpu},
+                          f"timeline of the plain rollout: sampling {tl['sample']:.2f} s, env steps {tl['env']:.2f} s, "
+                          f"rest {tl['other']:.2f} s = {tl['total']:.2f} s; plain {res['plain']['median_s']:.2f} s vs "
+                          f"env.overlap {res['overlap']['median_s']:.2f} s ({speed:.2f}x wall; CPU seconds "
+                          f"{res['plain']['median_cpu_s']:.2f} vs {res['overlap']['median_cpu_s']:.2f})"))
+        full.close()
+        split.close()
+    return out
+
+
+OPTIONAL["overlap"] = case_overlap
+
+
+def case_bf16(quick: bool) -> list[dict]:
+    """mixed_bfloat16 against float32: PPO update, sampler, pre-training epoch speed (repeats interleaved), and the
+    effect on the DPPO losses: the same batch scored and differentiated by the same weights in both precisions,
+    then both models trained from the same weights on the same batches for a few epochs."""
+    import keras
+
+    from dppo.utils.precision import set_policy
+    n = _size(quick)["update_env_steps"] // 4
+    out = []
+    models = {}
+    for name in ("float32", "mixed_bfloat16"):
+        set_policy(name)
+        models[name] = B.ppo_diffusion()
+    set_policy("float32")
+    f32, b16 = models["float32"], models["mixed_bfloat16"]
+    for a, b in zip(f32.network.weights + f32.actor_ft.weights + f32.critic.weights,
+                    b16.network.weights + b16.actor_ft.weights + b16.critic.weights):
+        b.assign(a)
+    learners = {k: B.ppo_learner(m) for k, m in models.items()}
+    batch = B.random_batch(learners["float32"], n)  # old values/log-probs in float32, as a float32 rollout has them
+    chains = models["float32"].sample({"state": batch.cond["state"]}, return_chain=True)[1]  # on-policy chains
+    batch = batch._replace(samples=chains)
+    v, lp = learners["float32"].score(batch.cond, chains)
+    batch = batch._replace(values=v, log_probs=lp)
+    # 1. the same batch, the same weights: loss terms, old log-probs, gradients
+    idx = tf.range(500)
+    mb = (tf.gather(batch.cond["state"], idx), tf.gather(batch.samples, idx), tf.gather(batch.returns, idx),
+          tf.gather(batch.values, idx), tf.gather(batch.advantages, idx), tf.gather(batch.log_probs, idx))
+    terms, grads, scores = {}, {}, {}
+    for k, lrn in learners.items():
+        variables = [*models[k].trainable_actor_variables(), *models[k].critic.trainable_variables]
+        with tf.GradientTape() as tape:
+            t = lrn.loss({"state": mb[0]}, *mb[1:])
+            loss = t["pg_loss"] + 0.5 * t["v_loss"]
+        g = tape.gradient(loss, variables)
+        terms[k] = {key: float(x) for key, x in t.items()}
+        grads[k] = tf.concat([tf.reshape(x, [-1]) for x in g], 0).numpy()
+        scores[k] = [x.numpy() for x in lrn.score({"state": mb[0]}, mb[1])]
+    ga, gb = grads["float32"], grads["mixed_bfloat16"]
+    cos = float(ga @ gb / np.linalg.norm(ga) / np.linalg.norm(gb))
+    lp_err = np.abs(scores["float32"][1] - scores["mixed_bfloat16"][1])
+    v_err = np.abs(scores["float32"][0] - scores["mixed_bfloat16"][0])
+    clip = models["float32"].ppo_clip.numpy()
+    out.append(record("bf16", "DPPO loss terms, same batch and weights (500 env steps x 10)",
+                      {"env_steps": 500, "ft_denoising_steps": KP},
+                      {"terms": terms, "grad_cosine": cos, "logprob_abs_err_median": float(np.median(lp_err)),
+                       "logprob_abs_err_max": float(lp_err.max()), "value_abs_err_max": float(v_err.max()),
+                       "ppo_clip_range": [float(clip.min()), float(clip.max())]},
+                      f"pg_loss {terms['float32']['pg_loss']:.3g} vs {terms['mixed_bfloat16']['pg_loss']:.3g}, "
+                      f"v_loss {terms['float32']['v_loss']:.4g} vs {terms['mixed_bfloat16']['v_loss']:.4g}, clipfrac "
+                      f"{terms['float32']['clipfrac']:.3f} vs {terms['mixed_bfloat16']['clipfrac']:.3f}, approx_kl "
+                      f"{terms['float32']['approx_kl']:.2g} vs {terms['mixed_bfloat16']['approx_kl']:.2g}; per-"
+                      f"transition log-prob error median {np.median(lp_err):.3g} (max {lp_err.max():.3g}) against a "
+                      f"ratio clip of {clip.min():.3g}-{clip.max():.3g}; gradient cosine {cos:.3f}"))
+    # 2. training from the same weights on the same batches: loss after each of 5 epochs
+    curves = {}
+    for k, lrn in learners.items():
+        curves[k] = [lrn.update(batch, True, 500, 1, 0.5, 0.0, None) for _ in range(5)]
+    drift = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(
+        f32.actor_ft.weights + f32.critic.weights, b16.actor_ft.weights + b16.critic.weights))
+    out.append(record("bf16", f"5 epochs from the same weights ({n} env steps, batch 500)", {"env_steps": n},
+                      {"curves": curves, "weight_drift_max": drift},
+                      "v_loss per epoch: float32 " + ", ".join(f"{c['v_loss']:.4g}" for c in curves["float32"])
+                      + " / bf16 " + ", ".join(f"{c['v_loss']:.4g}" for c in curves["mixed_bfloat16"])
+                      + "; clipfrac float32 " + ", ".join(f"{c['clipfrac']:.2f}" for c in curves["float32"])
+                      + " / bf16 " + ", ".join(f"{c['clipfrac']:.2f}" for c in curves["mixed_bfloat16"])
+                      + f"; max weight difference after 5 epochs {drift:.3g}"))
+    # 3. speed, repeats interleaved (fresh learners: the update above changed the weights, not the cost)
+    cond40 = {"state": tf.constant(np.random.default_rng(0).standard_normal((40, 1, 11)).astype(np.float32))}
+    fl = update_flops(f32)["per_transition"] * (n * KP // 5000) * 5000
+
+    def upd(k):
+        return lambda: learners[k].update(batch, True, 500, 1, 0.5, 0.0, None)
+
+    def samp(k):
+        def go():
+            for _ in range(10):
+                a, c = models[k].act(cond40, False)
+                a.numpy()
+        return go
+    res = _interleaved({"update_float32": upd("float32"), "update_bf16": upd("mixed_bfloat16"),
+                        "sample_float32": samp("float32"), "sample_bf16": samp("mixed_bfloat16")})
+    speed = {k: res[f"{k}_float32"]["median_cpu_s"] / res[f"{k}_bf16"]["median_cpu_s"] for k in ("update", "sample")}
+    speed_wall = {k: res[f"{k}_float32"]["median_s"] / res[f"{k}_bf16"]["median_s"] for k in ("update", "sample")}
+    out.append(record("bf16", f"speed: PPO update ({n} env steps x 10, batch 5000), sampler (40 envs x 10 calls)",
+                      {"env_steps": n}, {**res, "speedup_cpu": speed, "speedup_wall": speed_wall,
+                                         "update_gflops_per_cpu_s": {k: fl / res[f"update_{k}"]["median_cpu_s"] / 1e9
+                                                                     for k in ("float32", "bf16")}},
+                      f"update {speed['update']:.2f}x less CPU time in bf16 ({speed_wall['update']:.2f}x wall), "
+                      f"sampler {speed['sample']:.2f}x ({speed_wall['sample']:.2f}x wall)"))
+    # 4. pre-training epoch (batch 1024)
+    agents = {}
+    for name in ("float32", "mixed_bfloat16"):
+        set_policy(name)
+        agents[name] = _pretrain_agent(1024, _size(quick)["pretrain_windows"])
+    set_policy("float32")
+    seed = [0]
+
+    def epoch(k):
+        def go():
+            seed[0] += 1
+            float(agents[k]._train_epoch(tf.constant(agents[k].dataset.permutation(seed[0]))))
+        return go
+    res = _interleaved({k: epoch(k) for k in agents})
+    sp = res["float32"]["median_cpu_s"] / res["mixed_bfloat16"]["median_cpu_s"]
+    out.append(record("bf16", "speed: pre-training epoch, batch 1024", {"windows": len(agents["float32"].dataset)},
+                      {**res, "speedup_cpu": sp},
+                      f"{sp:.2f}x less CPU time in bf16 "
+                      f"({res['float32']['median_s'] / res['mixed_bfloat16']['median_s']:.2f}x "
+                      f"wall); first-epoch loss after the timed epochs: float32 "
+                      f"{float(agents['float32']._train_epoch(tf.constant(agents['float32'].dataset.permutation(0)))):.4f}"
+                      f" vs bf16 "
+                      f"{float(agents['mixed_bfloat16']._train_epoch(tf.constant(agents['mixed_bfloat16'].dataset.permutation(0)))):.4f}"))
+    keras.mixed_precision.set_global_policy("float32")
+    return out
+
+
+OPTIONAL["bf16"] = case_bf16
+
+
+_DISTRIBUTE_SCRIPT = r'''
+import json, statistics, sys, time
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, __ROOT__)
+from benchmarks import builders as B
+from dppo.algos.distributed import MirroredPPOLearner, make_strategy, scope
+from dppo.utils.optim import AdamW
+n = __N__
+strategy = make_strategy(["/cpu:0", "/cpu:1"])
+one = B.ppo_diffusion(); l1 = B.ppo_learner(one)
+with scope(strategy):
+    two = B.ppo_diffusion()
+    opts = (AdamW(two.trainable_actor_variables(), 1e-4), AdamW(two.critic.trainable_variables, 1e-3))
+l2 = MirroredPPOLearner(strategy, two, *opts, seed=0)
+batch = B.random_batch(l1, n)
+fns = {"one_device": lambda: l1.update(batch, True, 500, 1, 0.5, 0.0, None),
+       "mirrored_2_logical_cpus": lambda: l2.update(batch, True, 500, 1, 0.5, 0.0, None)}
+res = {k: {"first_s": 0.0, "wall": [], "cpu": []} for k in fns}
+for k, f in fns.items():
+    t = time.perf_counter(); f(); res[k]["first_s"] = time.perf_counter() - t
+for _ in range(3):
+    for k, f in fns.items():
+        t, c = time.perf_counter(), time.process_time(); f()
+        res[k]["wall"].append(time.perf_counter() - t); res[k]["cpu"].append(time.process_time() - c)
+print("RESULT " + json.dumps(res))
+'''
+
+
+def case_distribute(quick: bool) -> list[dict]:
+    """The PPO update (n env steps x 10, batch 5000 transitions, 1 epoch) on one device and with MirroredStrategy
+    over the CPU split into 2 logical devices (same cores: this measures the strategy's overhead, not a speedup;
+    a second GPU is what it is for). In a subprocess: logical devices must be set before TensorFlow starts."""
+    import json
+    import subprocess
+    import sys
+    n = _size(quick)["update_env_steps"] // 4
+    code = _DISTRIBUTE_SCRIPT.replace("__ROOT__", repr(str(B.ROOT))).replace("__N__", str(n))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    res = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
+    med = {k: {"wall": statistics.median(v["wall"]), "cpu": statistics.median(v["cpu"])} for k, v in res.items()}
+    a, b = med["one_device"], med["mirrored_2_logical_cpus"]
+    return [record("distribute", f"PPO update, {n} env steps x 10, batch 5000, 1 epoch", {"env_steps": n},
+                   {**res, "median": med},
+                   f"one device {a['wall']:.2f} s ({a['cpu']:.2f} CPU s), MirroredStrategy on 2 logical CPUs "
+                   f"{b['wall']:.2f} s ({b['cpu']:.2f} CPU s): {b['wall'] / a['wall']:.2f}x the time; first call "
+                   f"(trace) {res['one_device']['first_s']:.1f} s vs "
+                   f"{res['mirrored_2_logical_cpus']['first_s']:.1f} s")]
+
+
+OPTIONAL["distribute"] = case_distribute
+
+
+def case_budget(quick: bool) -> list[dict]:
+    """The reference Hopper iteration (40 envs x 500 steps, batch 5000 env steps, 5 epochs; measured with 1 epoch
+    and extrapolated as in the iteration case) with each of this issue's options: the default (gymnasium envs,
+    float32), env.overlap, env.backend=envpool, mixed_precision=mixed_bfloat16, and combinations. Iterations
+    interleaved across the agents (2 each; the second is reported)."""
+    from dppo.envs.factory import envpool_available
+    from dppo.runners.ppo import TrainPPOAgent
+    from dppo.utils.precision import set_policy
+    steps = _size(quick)["ref_steps"]
+    variants = {"default": {}, "bf16": {"mixed_precision": "mixed_bfloat16"}, "overlap": {"env.overlap": True},
+                "overlap + bf16": {"env.overlap": True, "mixed_precision": "mixed_bfloat16"}}
+    if envpool_available():
+        variants["envpool"] = {"env.backend": "envpool"}
+        variants["envpool + bf16"] = {"env.backend": "envpool", "mixed_precision": "mixed_bfloat16"}
+    agents, cfgs = {}, {}
+    for name, over in variants.items():
+        cfgs[name] = B.hopper_cfg(f"budget-{name.replace(' ', '')}", **{"train.n_steps": steps,
+                                                                          "train.update_epochs": 1, **over})
+        agents[name] = TrainPPOAgent(cfgs[name])
+    set_policy("float32")
+    runs: dict[str, list] = {name: [] for name in variants}
+    for _ in range(2):
+        for name, agent in agents.items():
+            runs[name] += timed_iterations(agent, 1)
+    out = []
+    for name, itrs in runs.items():
+        out.append(_iteration_record(f"Hopper reference iteration, {name}", cfgs[name], itrs,
+                                     f"measured with n_steps {steps}, 1 epoch, 2nd of 2 iterations; ",
+                                     extrapolate_epochs=5, extrapolate_steps=500 / steps, case="budget"))
+    return out
+
+
+OPTIONAL["budget"] = case_budget

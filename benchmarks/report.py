@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from benchmarks.common import NOTES_MD, RESULTS_MD, load_records
 
-ORDER = ("peak", "sample", "update", "pretrain", "rollout", "iteration", "reference", "xla")
+ORDER = ("peak", "sample", "update", "pretrain", "rollout", "iteration", "reference", "xla", "envpool", "overlap",
+         "bf16", "distribute", "budget")
 
 
 def latest_records() -> list[dict]:

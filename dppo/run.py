@@ -8,6 +8,14 @@ overwrite the record of the run it refused to touch. Here the entry turns that o
 (``hydra.output_subdir=null`` unless the command line sets it) and writes the same three files itself once the
 agent is built, i.e. once every check (config, data, checkpoint) has passed. A refused run exits with one line
 naming the problem.
+
+Multirun (``-m seed=0,1,2``, any Hydra launcher: ``hydra/launcher=joblib`` runs the jobs as local processes): each
+job is an ordinary run in its own ``logdir`` (the shipped ``logdir`` ends in ``_${seed}``), so each can be
+resumed on its own. Unless the command line sets them, the entry points the sweep at that folder
+(``hydra.sweep.subdir`` = the job's absolute ``logdir``; ``hydra.sweep.dir``, where Hydra writes
+``multirun.yaml``, = ``${DPPO_LOG_DIR:-log}/multirun/<date>_<time>``). Launchers that run jobs in other
+processes re-import this module there: the resolvers are registered at import, and the deferred Hydra record is
+signalled to them through the ``DPPO_DEFERRED_HYDRA_RECORD`` environment variable.
 """
 
 from __future__ import annotations
@@ -86,10 +94,15 @@ REFERENCE_TARGETS = {
 
 
 def register_resolvers() -> None:
-    """The reference's OmegaConf resolvers: eval, round_up, round_down."""
-    for name, fn in (("eval", eval), ("round_up", math.ceil), ("round_down", math.floor)):
+    """The reference's OmegaConf resolvers (eval, round_up, round_down) and ``dppo_abspath`` (the sweep's
+    job folders)."""
+    for name, fn in (("eval", eval), ("round_up", math.ceil), ("round_down", math.floor),
+                     ("dppo_abspath", lambda p: os.path.abspath(str(p)))):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()  # at import: multirun launchers resolve the job configs in worker processes
 
 
 def map_targets(cfg: DictConfig) -> None:
@@ -119,6 +132,9 @@ def compose_config(config_dir: str | os.PathLike, name: str, overrides: list[str
 
 HYDRA_SUBDIR = ".hydra"  # where Hydra would have written its record of the run
 _deferred_hydra_record = False  # set by cli_main when it took over writing that record
+DEFERRED_ENV = "DPPO_DEFERRED_HYDRA_RECORD"  # the same, for multirun jobs in other processes
+MULTIRUN_DEFAULTS = ("hydra.sweep.dir='${oc.env:DPPO_LOG_DIR,log}/multirun/${now:%Y-%m-%d}_${now:%H-%M-%S}'",
+                     "hydra.sweep.subdir='${dppo_abspath:${logdir}}'")
 
 
 def run_config(cfg: DictConfig):
@@ -137,7 +153,7 @@ def run_config(cfg: DictConfig):
     if "_target_" not in cfg:
         raise KeyError("the config has no top-level '_target_' naming the agent class to run")
     agent = get_class(cfg._target_)(cfg)  # validates everything; writes nothing unless the checks pass
-    if _deferred_hydra_record:
+    if _deferred_hydra_record or os.environ.get(DEFERRED_ENV) == "1":
         write_hydra_record(unresolved)
     return agent.run()
 
@@ -155,7 +171,8 @@ def write_hydra_record(task_cfg: DictConfig) -> None:
     overrides = hydra_cfg.hydra.overrides.task
     with read_write(hydra_cfg.hydra), open_dict(hydra_cfg.hydra):
         hydra_cfg.hydra.output_subdir = HYDRA_SUBDIR
-        hydra_cfg.hydra.overrides.hydra = [o for o in hydra_cfg.hydra.overrides.hydra
+        # unresolved: an override's value may hold interpolations (the multirun defaults do)
+        hydra_cfg.hydra.overrides.hydra = [o for o in OmegaConf.to_container(hydra_cfg.hydra.overrides.hydra)
                                            if not o.startswith("hydra.output_subdir=")]
     save_config(task_cfg, out, "config.yaml", resolve=False)
     save_config(hydra_cfg, out, "hydra.yaml", resolve=False)
@@ -182,7 +199,16 @@ def cli_main(argv: list[str] | None = None) -> None:
     register_resolvers()
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    if not any(a.lstrip("+").startswith("hydra.output_subdir=") for a in sys.argv[1:]):
+    args = sys.argv[1:]
+    _deferred_hydra_record = not any(a.lstrip("+").startswith("hydra.output_subdir=") for a in args)
+    if _deferred_hydra_record:
         sys.argv.append("hydra.output_subdir=null")
-        _deferred_hydra_record = True
+        os.environ[DEFERRED_ENV] = "1"
+    else:
+        os.environ.pop(DEFERRED_ENV, None)
+    if "-m" in args or "--multirun" in args:
+        for default in MULTIRUN_DEFAULTS:
+            key = default.split("=", 1)[0]
+            if not any(a.lstrip("+").startswith(key + "=") for a in args):
+                sys.argv.append(default)
     main()

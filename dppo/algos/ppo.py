@@ -170,6 +170,19 @@ class PPOLearner(tf.Module):
                 opt.apply(own)
         return grads[:n_model]
 
+    def minibatch_gradients(self, batch: PPOBatch, i: tf.Tensor, vars_: list, vf_coef, ent_coef):
+        """Loss, its terms and the gradients for ``vars_`` of the minibatch of env steps ``i`` (the distributed
+        learner of :mod:`dppo.algos.distributed` splits this across devices)."""
+        with tf.GradientTape() as tape:
+            terms = self.loss(gather_cond(batch.cond, i), tf.gather(batch.samples, i), tf.gather(batch.returns, i),
+                              tf.gather(batch.values, i), tf.gather(batch.advantages, i),
+                              tf.gather(batch.log_probs, i))
+            loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
+            if "extra_loss" in terms:  # a policy's own loss term (module docstring)
+                loss += terms["extra_loss"]
+        grads = tape.gradient(loss, vars_)
+        return loss, terms, [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+
     def _apply(self, grads: list, n_actor: int, train_actor: tf.Tensor) -> None:
         if train_actor:
             self.actor_optimizer.apply(grads[:n_actor])
@@ -190,15 +203,7 @@ class PPOLearner(tf.Module):
             perm = tf.argsort(self.shuffle_rng.uniform((n,)))
             for b in tf.range(n_batch):
                 i = perm[b * batch_size:(b + 1) * batch_size]
-                with tf.GradientTape() as tape:
-                    terms = self.loss(gather_cond(batch.cond, i), tf.gather(batch.samples, i),
-                                      tf.gather(batch.returns, i), tf.gather(batch.values, i),
-                                      tf.gather(batch.advantages, i), tf.gather(batch.log_probs, i))
-                    loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
-                    if "extra_loss" in terms:
-                        loss += terms["extra_loss"]
-                grads = tape.gradient(loss, vars_)
-                grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+                loss, terms, grads = self.minibatch_gradients(batch, i, vars_, vf_coef, ent_coef)
                 grads = self._apply_extra(grads, n_model, train_actor)
                 last = {"loss": loss, **{key: terms[key] for key in TERMS},
                         "minibatch_transitions": tf.cast(tf.size(i), tf.float32) * per_sample}

@@ -70,5 +70,16 @@ def make_locomotion_env(name: str, max_episode_steps: int = MAX_EPISODE_STEPS, *
     return gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs)
 
 
+def make_envpool_env(name: str, n_envs: int, wrappers: Any, env_kwargs: Any, seed: int) -> Any:
+    """The run's envs stepped by EnvPool's C++ port of the same v5 env (``env.backend: envpool``; see
+    :mod:`dppo.envs.envpool_vector` for what differs)."""
+    from dppo.envs.envpool_vector import make_envpool_vector_env
+
+    kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k not in _IGNORED_KWARGS}
+    kwargs.setdefault("max_episode_steps", MAX_EPISODE_STEPS)
+    return make_envpool_vector_env(gymnasium_id(name), lambda: make_locomotion_env(name, **dict(env_kwargs or {})),
+                                   n_envs, wrappers, seed, kwargs)
+
+
 # the reference's locomotion robots; those without a port here (ant, humanoid) get robot_of's clear error
-tasks.register((*ROBOTS, "ant", "humanoid"), make_env=make_locomotion_env)
+tasks.register((*ROBOTS, "ant", "humanoid"), make_env=make_locomotion_env, envpool=make_envpool_env)

@@ -8,6 +8,8 @@ register, when imported, what generic code may ask of its envs:
 * ``batched(name, n_envs, wrappers, env_kwargs)``: optional; all envs of a run as one vector env with the
   wrappers applied to arrays, or None when it cannot reproduce that wrapper stack (the factory then builds
   the per-env sync stack);
+* ``envpool(name, n_envs, wrappers, env_kwargs, seed)``: optional; the run's envs stepped by EnvPool
+  (``env.backend: envpool``, :mod:`dppo.envs.envpool_vector`);
 * ``summarize(paths, env_kwargs)``: optional; task metrics of an evaluation's raw state paths (one (T, D)
   array per env; ``env_kwargs`` is the config's ``env.specific``), merged into the evaluation result.
 
@@ -41,6 +43,7 @@ class Task:
 
     make_env: Callable[..., Any] | None = None
     batched: Callable[..., Any] | None = None
+    envpool: Callable[..., Any] | None = None
     summarize: Callable[[Sequence[np.ndarray], Mapping[str, Any]], dict[str, float]] | None = None
 
 
@@ -52,7 +55,7 @@ def family(name: str) -> str:
 
 
 def register(families: str | Sequence[str], **hooks: Callable[..., Any]) -> None:
-    """Set hooks (``make_env``, ``batched``, ``summarize``) of one or more families; hooks registered
+    """Set hooks (``make_env``, ``batched``, ``envpool``, ``summarize``) of one or more families; hooks registered
     before by another module of the family are kept."""
     for fam in [families] if isinstance(families, str) else families:
         _REGISTRY[fam] = replace(_REGISTRY.get(fam, Task()), **hooks)

@@ -40,6 +40,13 @@ class LazyBuild:
         pass
 
 
+def output_dtype() -> str | None:
+    """dtype of a network's last layer: float32 under a mixed precision policy (``mixed_precision`` in
+    :mod:`dppo.utils.precision`: the hidden layers compute in bfloat16, what leaves the network and all the
+    distribution math stay float32), else None (the global policy)."""
+    return "float32" if keras.mixed_precision.global_policy().compute_dtype != "float32" else None
+
+
 class Linear(keras.layers.Dense):
     """Dense layer with PyTorch's default init: weights and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
 
@@ -62,11 +69,11 @@ class MLP(keras.layers.Layer):
         self.blocks = []
         for i in range(n):
             last = i == n - 1
-            norm = keras.layers.LayerNormalization(epsilon=1e-5) if (
+            norm = keras.layers.LayerNormalization(epsilon=1e-5, dtype=output_dtype() if last else None) if (
                 (use_layernorm and not last) or (last and use_layernorm_final)) else None
             drop = keras.layers.Dropout(dropout) if dropout > 0 and (not last or use_drop_final) else None
             act = activation(out_activation_type if last else activation_type)
-            self.blocks.append((Linear(dim_list[i + 1]), norm, drop, act))
+            self.blocks.append((Linear(dim_list[i + 1], dtype=output_dtype() if last else None), norm, drop, act))
         self._layers_list = [layer for blk in self.blocks for layer in blk[:3] if layer is not None]
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -118,8 +125,9 @@ class ResidualMLP(keras.layers.Layer):
         self.first = Linear(hidden)
         self.blocks = [TwoLayerPreActivationResNetLinear(hidden, activation_type, use_layernorm, dropout)
                        for _ in range((len(dim_list) - 3) // 2)]
-        self.last = Linear(dim_list[-1])
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5) if use_layernorm_final else None
+        self.last = Linear(dim_list[-1], dtype=output_dtype())
+        self.final_norm = (keras.layers.LayerNormalization(epsilon=1e-5, dtype=output_dtype())
+                           if use_layernorm_final else None)
         self.out_act = activation(out_activation_type)
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:

@@ -177,13 +177,19 @@ class DiffusionModel(tf.Module):
         return (self._gather("sqrt_alphas_cumprod", t) * x0
                 + self._gather("sqrt_one_minus_alphas_cumprod", t) * noise)
 
+    def loss_noise(self, x0: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The loss's random inputs for a batch: timesteps t ~ U{0..K-1} (B,) and noise like x0, in this order."""
+        t = self.train_rng.uniform((tf.shape(x0)[0],), 0, self.denoising_steps, dtype=tf.int32)
+        return {"t": t, "noise": self.train_rng.normal(tf.shape(x0))}
+
     def loss(self, x0: tf.Tensor, cond: Cond, net: keras.layers.Layer | None = None,
-             training: bool = True) -> tf.Tensor:
-        """Mean squared error of the predicted noise (or of x0) at a uniformly drawn t."""
+             training: bool = True, t: tf.Tensor | None = None, noise: tf.Tensor | None = None) -> tf.Tensor:
+        """Mean squared error of the predicted noise (or of x0) at a uniformly drawn t (``t`` and ``noise``
+        drawn by :meth:`loss_noise` unless given: the data-parallel path draws them for the whole batch)."""
         net = net or self.network
-        b = tf.shape(x0)[0]
-        t = self.train_rng.uniform((b,), 0, self.denoising_steps, dtype=tf.int32)
-        noise = self.train_rng.normal(tf.shape(x0))
+        if t is None or noise is None:
+            drawn = self.loss_noise(x0)
+            t, noise = drawn["t"], drawn["noise"]
         pred = net(self.q_sample(x0, t, noise), t, cond, training=training)
         target = noise if self.predict_epsilon else x0
         return tf.reduce_mean(tf.square(pred - target))

@@ -26,6 +26,7 @@ from dppo.runners.rollout import full_states, raw_paths, rollout
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
 from dppo.utils.logging import save_config
+from dppo.utils.precision import set_policy
 from dppo.utils.seeding import seed_everything
 
 
@@ -55,6 +56,7 @@ class EvalDiffusionAgent:
         validate.validate_config(cfg, "eval")
         self.seed = int(cfg.get("seed", 42))
         seed_everything(self.seed)
+        set_policy(cfg.get("mixed_precision"))  # the networks' dtype policy (float32 unless opted in)
         self.logdir = Path(cfg.logdir)
         path = cfg.get("base_policy_path") or cfg.model.get("network_path")
         if path:  # a policy trained with other dims or denoising steps is refused before anything is built

@@ -24,6 +24,7 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 from dppo.algos.advantage import gae
+from dppo.algos.distributed import MirroredPPOLearner, make_strategy, scope
 from dppo.algos.ppo import PPOBatch, PPOLearner
 from dppo.data.normalization import Normalization, check_normalization_dims
 from dppo.envs.factory import make_from_config
@@ -118,19 +119,25 @@ class TrainPPOAgent(OnlineLoop):
         self.normalization = (Normalization.load(cfg.normalization_path) if cfg.get("normalization_path")
                               else None)
 
-        self.model = self.build_model(cfg)
+        # train.distribute (opt-in): networks and optimizers mirrored, each minibatch's gradients data-parallel
+        self.strategy = make_strategy(t.get("distribute"))
+        with scope(self.strategy):
+            self.model = self.build_model(cfg)
         plan = minibatch_plan(cfg)
         log.info("PPO update: %d optimizer steps per iteration (%d minibatches per epoch), %d transitions each",
                  plan.optimizer_steps, plan.minibatches_per_epoch, plan.transitions_per_step)
         self.actor_scheduler = make_scheduler(float(t.actor_lr), t.get("actor_lr_scheduler"))
         self.critic_scheduler = make_scheduler(float(t.critic_lr), t.get("critic_lr_scheduler"))
-        self.actor_optimizer = AdamW(self.model.trainable_actor_variables(), self.actor_scheduler.lr,
-                                     float(t.get("actor_weight_decay", 0.0)), max_grad_norm=t.get("max_grad_norm"),
-                                     name="actor_optimizer")
-        self.critic_optimizer = AdamW(self.model.critic.trainable_variables, self.critic_scheduler.lr,
-                                      float(t.get("critic_weight_decay", 0.0)), name="critic_optimizer")
-        self.learner = PPOLearner(self.model, self.actor_optimizer, self.critic_optimizer, self.seed,
-                                  int(t.get("grad_accumulate", 1) or 1))
+        with scope(self.strategy):
+            self.actor_optimizer = AdamW(self.model.trainable_actor_variables(), self.actor_scheduler.lr,
+                                         float(t.get("actor_weight_decay", 0.0)),
+                                         max_grad_norm=t.get("max_grad_norm"), name="actor_optimizer")
+            self.critic_optimizer = AdamW(self.model.critic.trainable_variables, self.critic_scheduler.lr,
+                                          float(t.get("critic_weight_decay", 0.0)), name="critic_optimizer")
+        learner_args = (self.model, self.actor_optimizer, self.critic_optimizer, self.seed,
+                        int(t.get("grad_accumulate", 1) or 1))
+        self.learner = (PPOLearner(*learner_args) if self.strategy is None
+                        else MirroredPPOLearner(self.strategy, *learner_args))
         self.reward_scaler = RunningRewardScaler(self.n_envs) if t.get("reward_scale_running", True) else None
         self.itr = 0
         self.env_steps = 0

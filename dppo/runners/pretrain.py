@@ -19,6 +19,7 @@ import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from dppo.algos.distributed import make_strategy, pretrain_gradients, scope
 from dppo.data.normalization import DatasetError
 from dppo.runners.policy_save import save_policy
 from dppo.runners.start import restore, start_run
@@ -58,9 +59,12 @@ class TrainDiffusionAgent:
         self.epoch_start_ema = int(train.get("epoch_start_ema", 20))
         self.update_ema_freq = int(train.get("update_ema_freq", 10))
         self.ema_decay = float(cfg.get("ema", {}).get("decay", 0.995))
-        self.model = instantiate(
-            cfg.model, seed=self.seed, **inherited(cfg, "model", ("cond_steps",), target_accepts(cfg.model._target_)))
-        self.ema_network = clone_network(self.model, cfg.model.network)
+        # train.distribute (opt-in): networks and optimizer mirrored, each batch's gradients data-parallel
+        self.strategy = make_strategy(train.get("distribute"))
+        with scope(self.strategy):
+            self.model = instantiate(cfg.model, seed=self.seed,
+                                     **inherited(cfg, "model", ("cond_steps",), target_accepts(cfg.model._target_)))
+            self.ema_network = clone_network(self.model, cfg.model.network)
         # the data must fit the model: dims are checked when the file is read, not in the compiled epoch
         self.dataset = instantiate(cfg.train_dataset, **{
             **inherited(cfg, "train_dataset", ("horizon_steps", "cond_steps")),
@@ -77,8 +81,9 @@ class TrainDiffusionAgent:
             log.warning("resume=true but no checkpoint in %s; starting from scratch", self.checkpoint_dir)
         self.scheduler = make_scheduler(float(train.learning_rate), train.get("lr_scheduler"))
         self.variables = self.model.network.trainable_variables
-        self.optimizer = AdamW(self.variables, self.scheduler.lr, float(train.get("weight_decay", 0.0)),
-                               max_grad_norm=train.get("max_grad_norm"))
+        with scope(self.strategy):
+            self.optimizer = AdamW(self.variables, self.scheduler.lr, float(train.get("weight_decay", 0.0)),
+                                   max_grad_norm=train.get("max_grad_norm"))
         self.epoch = 0
         self._train_epoch = tf.function(self._train_epoch_graph)
         if state is not None:
@@ -104,9 +109,13 @@ class TrainDiffusionAgent:
         n = tf.size(order)
         for b in tf.range((n + self.batch_size - 1) // self.batch_size):
             actions, cond = self.dataset.gather(order[b * self.batch_size:(b + 1) * self.batch_size])
-            with tf.GradientTape() as tape:
-                loss = self.model.loss(actions, cond)
-            self.optimizer.apply(tape.gradient(loss, self.variables))
+            if self.strategy is None:
+                with tf.GradientTape() as tape:
+                    loss = self.model.loss(actions, cond)
+                grads = tape.gradient(loss, self.variables)
+            else:
+                loss, grads = pretrain_gradients(self.strategy, self.model, self.variables, actions, cond)
+            self.optimizer.apply(grads)
             total += loss
             count += 1.0
         return total / count
@@ -156,13 +165,15 @@ class TrainDiffusionAgent:
             self.epoch = epoch
             self.optimizer.set_lr(self.scheduler.lr)
             order = self.dataset.permutation(self.seed * 100003 + epoch)
-            loss = float(self._train_epoch(tf.constant(order)))
+            with scope(self.strategy):
+                loss = float(self._train_epoch(tf.constant(order)))
             self.guard.check_update(epoch, loss, weight_norm(self.variables),
                                     f"the update (the dataset {self.dataset.path} was checked finite when loaded)")
             lr = self.scheduler.lr
             self.scheduler.step()
             if epoch % self.update_ema_freq == 0:
-                self._update_ema(tf.constant(epoch < self.epoch_start_ema))
+                with scope(self.strategy):
+                    self._update_ema(tf.constant(epoch < self.epoch_start_ema))
             logger.log(epoch, {"loss/loss": loss, "lr/actor": lr, metrics_names.WALL: time.time() - start})
             fault_point(f"metrics:{epoch}")
             if epoch % self.save_model_freq == 0 or epoch == self.n_epochs:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from dppo.utils import checkpoint as ckpt
 from dppo.utils import validate
+from dppo.utils.precision import set_policy
 from dppo.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,13 @@ class RunStart(NamedTuple):
 
 
 def start_run(cfg: DictConfig, kind: str) -> RunStart:
-    """Validate ``cfg`` against the ``kind`` schema (``dppo.utils.validate``), seed everything, and, when
+    """Validate ``cfg`` against the ``kind`` schema (``dppo.utils.validate``), seed everything, set the
+    precision policy (``mixed_precision``, :mod:`dppo.utils.precision`), and, when
     ``resume`` is true, load and check the latest checkpoint of ``<logdir>/checkpoint``."""
     validate.validate_config(cfg, kind)
     seed = int(cfg.get("seed", 42))
     seed_everything(seed)
+    set_policy(cfg.get("mixed_precision"))  # the networks' dtype policy, before any is built (float32 unless opted in)
     logdir = Path(cfg.logdir)
     checkpoint_dir = logdir / "checkpoint"
     state = ckpt.latest_state(checkpoint_dir) if cfg.get("resume", False) else None

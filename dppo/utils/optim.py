@@ -4,6 +4,10 @@ Keras 3's optimizer emits many small ops per variable; inside our compiled updat
 gradient computation on two CPU cores (measured in benchmarks/). This one is a single fused op per
 variable plus the decoupled weight decay p <- p - lr * wd * p applied first, as ``torch.optim.AdamW`` does.
 (The fused kernel adds eps to sqrt(v) before bias correction; the difference to PyTorch is O(eps).)
+
+Built inside a ``tf.distribute`` strategy's scope (``train.distribute``, :mod:`dppo.algos.distributed`), its
+state is mirrored like the parameters, and ``apply`` (called with the all-reduced gradients in cross-replica
+context) runs the same fused step on every device's copy through ``strategy.extended.update``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class AdamW(tf.Module):
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.params]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.params]
+        self._strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
 
     @property
     def state(self) -> list[tf.Variable]:
@@ -45,9 +50,21 @@ class AdamW(tf.Module):
         b1p, b2p = tf.pow(self.beta_1, t), tf.pow(self.beta_2, t)
         lr = self.learning_rate
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            if self.weight_decay:
-                p.assign_sub(lr * self.weight_decay * p)
-            tf.raw_ops.ResourceApplyAdam(var=p.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
-                                         lr=lr, beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon,
-                                         grad=g, use_locking=False)
+            if self._strategy is None:
+                self._step(p, g, m, v, lr, b1p, b2p)
+            else:  # every device's copy (p, m, v, lr are mirrored; update hands fn each device's component)
+                self._strategy.extended.update(_variable(p), self._step, args=(g, m, v, lr, b1p, b2p), group=False)
         return norm
+
+    def _step(self, p, g, m, v, lr, b1p, b2p) -> None:
+        if self.weight_decay:
+            p.assign_sub(lr * self.weight_decay * p)
+        tf.raw_ops.ResourceApplyAdam(var=p.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
+                                     lr=lr, beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon,
+                                     grad=g, use_locking=False)
+
+
+def _variable(p):
+    """The tf.Variable behind a Keras 3 variable (a MirroredVariable under a strategy); other variables as they are."""
+    value = getattr(p, "value", None)
+    return value if isinstance(value, tf.Variable) else p

@@ -62,19 +62,22 @@ MODEL = {OPEN: "any", "_target_": "str", "horizon_steps": "int>0", "obs_dim": "i
          "actor": NETWORK, "critic": NETWORK}
 ENV = {"n_envs": "int>0", "name": "str", "max_episode_steps": "int>0", "reset_at_iteration": "bool",
        "save_video": "bool", "best_reward_threshold_for_success": "number", "save_full_observations": "bool",
-       "wrappers": "dict?", "specific": "dict?", "vector": "str", "batched": "bool"}
+       "wrappers": "dict?", "specific": "dict?", "vector": "str", "batched": "bool", "backend": "str",
+       "overlap": "bool"}
 
 TOP = {"_target_": "str", "name": "str?", "logdir": "str", "seed": "int>=0", "resume": "bool", "hydra": "any",
        "wandb": WANDB, "env_name": "str?", "obs_dim": "int>0", "action_dim": "int>0", "cond_steps": "int>0",
        "img_cond_steps": "int>0", "horizon_steps": "int>0", "act_steps": "int>0", "denoising_steps": "int>0",
        "ft_denoising_steps": "int>=0", "use_ddim": "bool", "num_modes": "int>0", "shape_meta": "any",
-       "image_size": "any", "normalization_path": "str?", "base_policy_path": "str?", "train_dataset_path": "str?"}
+       "image_size": "any", "normalization_path": "str?", "base_policy_path": "str?", "train_dataset_path": "str?",
+       "mixed_precision": "str?"}
 
 PRETRAIN = {
     **TOP, "env": "any",  # the reference names the task here (used in W&B names only)
     "train": {"n_epochs": "int>0", "batch_size": "int>0", "learning_rate": "float>=0", "weight_decay": "float>=0",
               "lr_scheduler": LR_SCHEDULER, "epoch_start_ema": "int>=0", "update_ema_freq": "int>0",
-              "save_model_freq": "int>0", "max_grad_norm": "float?>0", "divergence_guard": DIVERGENCE_GUARD},
+              "save_model_freq": "int>0", "max_grad_norm": "float?>0", "divergence_guard": DIVERGENCE_GUARD,
+              "distribute": "any"},
     "ema": {"decay": "float[0,1]"},
     "model": MODEL,
     "train_dataset": {"_target_": "str", "dataset_path": "str", "horizon_steps": "int>0", "cond_steps": "int>0",
@@ -93,7 +96,7 @@ PPO = {
         "reward_scale_const": "float", "gae_lambda": "float[0,1]", "batch_size": "int>0", "update_epochs": "int>0",
         "vf_coef": "float>=0", "ent_coef": "float", "target_kl": "float?>0", "logprob_batch_size": "int>0",
         "max_grad_norm": "float?>0", "bootstrap_truncated": "bool", "grad_accumulate": "int>0", "augment": "bool",
-        "n_eval_episode": "int>=0", "divergence_guard": DIVERGENCE_GUARD},
+        "n_eval_episode": "int>=0", "divergence_guard": DIVERGENCE_GUARD, "distribute": "any"},
 }
 
 SAC_NET = {"_target_": "str", "mlp_dims": "list", "activation_type": "str", "cond_dim": "int>0",
