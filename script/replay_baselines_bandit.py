@@ -17,27 +17,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import tensorflow as tf
-from gymnasium import spaces
 from omegaconf import OmegaConf
 
+from dppo.envs.bandit import TwoStepBandit
 from dppo.run import register_resolvers
 from dppo.runners.replay_diffusion import TrainReplayDiffusionAgent
 from dppo.utils.checkpoint import save_checkpoint
-
-
-class TwoStepBandit(gym.Env):
-    observation_space = spaces.Box(-1, 1, (1,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.full(1, self.t, np.float32), float(1 - np.abs(action - 0.6).sum()), self.t == 2, False, {}
-
 
 gym.register("DppoBanditCheck-v0", entry_point=TwoStepBandit)
 

@@ -10,29 +10,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from dppo.data.normalization import Normalization  # noqa: E402
+from dppo.envs.bandit import TwoStepBandit  # noqa: E402
 from dppo.run import register_resolvers  # noqa: E402
 
 register_resolvers()
 
 
-class BanditEnv(gym.Env):
-    """Two steps per episode (the reference counts only episodes longer than one chunk); reward =
-    1 - sum |a - 0.6| (best action 0.6 in both dims). Registered as ``DppoTestBandit-v0``."""
-
-    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
-    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.full(1, self.t, np.float32), float(1 - np.abs(action - 0.6).sum()), self.t == 2, False, {}
-
-
-gym.register("DppoTestBandit-v0", entry_point=BanditEnv)
+gym.register("DppoTestBandit-v0", entry_point=TwoStepBandit)  # dppo/envs/bandit.py
 
 
 def write_two_mode_dataset(out_dir, n_traj: int = 40, length: int = 25, seed: int = 0) -> str:

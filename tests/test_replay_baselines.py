@@ -18,6 +18,7 @@ from dppo.algos.replay_common import (
     polyak_update,
     td_target,
 )
+from dppo.envs.bandit import TwoStepBandit
 from dppo.envs.vector import SyncVectorEnv
 from dppo.envs.wrappers import MultiStep
 from dppo.nets.critics import CriticObsAct
@@ -244,22 +245,6 @@ def test_truncated_step_stores_the_final_observation_and_keeps_the_live_one():
 
 
 # ------------------------------------------------------------------------------------------ runner
-
-
-class TwoStepBandit(gym.Env):
-    """Two steps per episode, obs [t]; reward 1 - sum |a - 0.6| (best action 0.6 in both dims)."""
-
-    observation_space = spaces.Box(-1, 1, (1,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.full(1, self.t, np.float32), float(1 - np.abs(action - 0.6).sum()), self.t == 2, False, {}
 
 
 gym.register("DppoTestReplayBandit-v0", entry_point=TwoStepBandit)
