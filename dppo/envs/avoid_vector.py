@@ -19,7 +19,7 @@ import numpy as np
 from dppo.envs import tasks
 from dppo.envs.avoid import ENV_IDS, AvoidBatch, make_avoid_env
 from dppo.envs.vector import AutoresetMode, VectorEnv
-from dppo.envs.wrappers import WRAPPERS, MultiStep, NormalizeObsAction, wrap
+from dppo.envs.wrappers import WRAPPERS, ArrayNormalization, MultiStep, NormalizeObsAction, wrap
 
 NORMALIZE_WRAPPERS = tuple(name for name, cls in WRAPPERS.items() if cls is NormalizeObsAction)
 # AvoidEnv arguments that reach the env on the sync path (gym.make takes ``max_episode_steps`` for its own
@@ -36,7 +36,7 @@ def supports(name: str, wrappers: Mapping[str, Any] | None) -> bool:
     return names in [["multi_step"]] + [[n, "multi_step"] for n in NORMALIZE_WRAPPERS]
 
 
-class AvoidVectorEnv(VectorEnv):
+class AvoidVectorEnv(ArrayNormalization, VectorEnv):
     """``n_envs`` Avoid envs behind the same wrappers as the sync vector env, stepped as one batch.
 
     The same contract as :class:`dppo.envs.vector.SyncVectorEnv` (autoreset mode SameStep when
@@ -77,17 +77,6 @@ class AvoidVectorEnv(VectorEnv):
         self.history = np.zeros((self.num_envs, self.n_obs_steps, 4), np.float32)
 
     # the wrappers' arithmetic, on arrays ------------------------------------------------------------------
-    def _normalize(self, raw: np.ndarray) -> np.ndarray:
-        if self.norm is None:
-            return raw
-        state = self.norm.normalize_obs(np.asarray(raw, dtype=np.float32))
-        return np.clip(state, -1, 1) if self.clamp_obs else state.astype(np.float32)
-
-    def _unnormalize(self, action: np.ndarray) -> np.ndarray:
-        if self.norm is None:
-            return action
-        return self.norm.unnormalize_action(np.asarray(action, dtype=np.float32))
-
     def _obs(self) -> dict[str, np.ndarray]:
         return {"state": self.history.copy()}
 

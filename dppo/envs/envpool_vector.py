@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from dppo.envs.vector import AutoresetMode, VectorEnv
-from dppo.envs.wrappers import WRAPPERS, MultiStep, NormalizeObsAction, wrap
+from dppo.envs.wrappers import WRAPPERS, ArrayNormalization, MultiStep, NormalizeObsAction, wrap
 
 NORMALIZE_WRAPPERS = tuple(name for name, cls in WRAPPERS.items() if cls is NormalizeObsAction)
 
@@ -116,7 +116,7 @@ def supports(wrappers: Mapping[str, Any] | None) -> bool:
     return bool(dict((wrappers or {})["multi_step"] or {}).get("reset_within_step", False))
 
 
-class ArrayMultiStepEnv(VectorEnv):
+class ArrayMultiStepEnv(ArrayNormalization, VectorEnv):
     """``MultiStep(NormalizeObsAction(env))`` for every env of a :class:`BatchEnvs`, on arrays.
 
     The contract of :mod:`dppo.envs.vector` (autoreset mode SameStep: the stack resets within the step):
@@ -148,17 +148,6 @@ class ArrayMultiStepEnv(VectorEnv):
         self.history: np.ndarray | None = None  # (N, T_o, D)
 
     # the wrappers' arithmetic, on arrays (NormalizeObsAction's, row for row) -------------------------------
-    def _normalize(self, raw: np.ndarray) -> np.ndarray:
-        if self.norm is None:
-            return np.asarray(raw)
-        state = self.norm.normalize_obs(np.asarray(raw, dtype=np.float32))
-        return np.clip(state, -1, 1) if self.clamp_obs else state.astype(np.float32)
-
-    def _unnormalize(self, action: np.ndarray) -> np.ndarray:
-        if self.norm is None:
-            return action
-        return self.norm.unnormalize_action(np.asarray(action, dtype=np.float32))
-
     def _set_rows(self, ids: np.ndarray, raw: np.ndarray) -> None:
         obs = self._normalize(raw)
         if self.history is None:

@@ -142,6 +142,25 @@ class MultiStep(gym.Wrapper):
         return obs, total, bool(terminated), bool(truncated), info
 
 
+class ArrayNormalization:
+    """:class:`NormalizeObsAction`'s arithmetic on batches of rows, for the batched envs that reproduce it
+    (``AvoidVectorEnv``, ``ArrayMultiStepEnv``); they set ``norm`` and ``clamp_obs`` from the wrapper."""
+
+    norm: Any = None
+    clamp_obs = False
+
+    def _normalize(self, raw: np.ndarray) -> np.ndarray:
+        if self.norm is None:
+            return np.asarray(raw)
+        state = self.norm.normalize_obs(np.asarray(raw, dtype=np.float32))
+        return np.clip(state, -1, 1) if self.clamp_obs else state.astype(np.float32)
+
+    def _unnormalize(self, action: np.ndarray) -> np.ndarray:
+        if self.norm is None:
+            return action
+        return self.norm.unnormalize_action(np.asarray(action, dtype=np.float32))
+
+
 # config name -> wrapper; the reference's env-specific normalisation wrappers all reduce to NormalizeObsAction
 WRAPPERS: dict[str, Callable[..., gym.Wrapper]] = {
     "d3il_lowdim": NormalizeObsAction,

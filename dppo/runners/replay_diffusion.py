@@ -88,10 +88,7 @@ class TrainReplayDiffusionAgent(OnlineLoop):
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND)
-        base = cfg.get("base_policy_path") or cfg.model.get("network_path")
-        if base and state is None and Path(base).is_file():
-            validate.check_base_checkpoint(cfg, base)
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND, base_policy=True)
         check_normalization_dims(cfg)
         t, env_cfg = cfg.train, cfg.env
         self.n_train_itr = int(t.n_train_itr)

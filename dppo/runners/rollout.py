@@ -18,6 +18,16 @@ def as_cond(obs: dict[str, np.ndarray]) -> Cond:
     return {k: tf.convert_to_tensor(np.asarray(v, np.float32)) for k, v in obs.items()}
 
 
+def _buffers(obs: dict[str, np.ndarray], firsts0: np.ndarray, n_steps: int, n_e: int) -> tuple:
+    """Empty per-step arrays of a rollout: observations, rewards, terminated, truncated, final values,
+    reset_after (truncated, and the env reset itself within the step) and firsts (firsts[0] = ``firsts0``)."""
+    firsts = np.zeros((n_steps + 1, n_e), np.float32)
+    firsts[0] = firsts0
+    return ({k: np.zeros((n_steps, *np.shape(v)), np.float32) for k, v in obs.items()},
+            np.zeros((n_steps, n_e), np.float32), np.zeros((n_steps, n_e), bool), np.zeros((n_steps, n_e), bool),
+            np.zeros((n_steps, n_e), np.float32), np.zeros((n_steps, n_e), bool), firsts)
+
+
 def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, tf.Tensor | None]],
             obs: dict[str, np.ndarray], firsts0: np.ndarray, n_steps: int, act_steps: int,
             value_fn: Callable[[Cond], tf.Tensor] | None = None, keep_next_obs: bool = False) -> dict[str, Any]:
@@ -39,15 +49,8 @@ def rollout(venv: gym.vector.VectorEnv, act: Callable[[Cond], tuple[tf.Tensor, t
         raise ValueError(f"rollout needs a vector env with autoreset mode SameStep or Disabled "
                          f"(dppo.envs.vector), got {venv.metadata.get('autoreset_mode')!r}")
     n_e = venv.num_envs
-    obs_buf = {k: np.zeros((n_steps, *np.shape(v)), np.float32) for k, v in obs.items()}
+    obs_buf, rewards, terminated, truncated, final_values, reset_after, firsts = _buffers(obs, firsts0, n_steps, n_e)
     samples = None
-    rewards = np.zeros((n_steps, n_e), np.float32)
-    terminated = np.zeros((n_steps, n_e), bool)
-    truncated = np.zeros((n_steps, n_e), bool)
-    final_values = np.zeros((n_steps, n_e), np.float32)
-    reset_after = np.zeros((n_steps, n_e), bool)  # truncated, and the env reset itself within the step
-    firsts = np.zeros((n_steps + 1, n_e), np.float32)
-    firsts[0] = firsts0
     next_buf = {k: np.zeros_like(v) for k, v in obs_buf.items()} if keep_next_obs else None
     full_obs = []
     for step in range(n_steps):
@@ -96,15 +99,8 @@ def rollout_overlapped(venv: Any, act: Callable[[Cond], tuple[tf.Tensor, tf.Tens
     policy); only ``act`` is called per half."""
     n_e = venv.num_envs
     bounds = list(zip(venv.offsets[:-1], venv.offsets[1:]))
-    obs_buf = {k: np.zeros((n_steps, *np.shape(v)), np.float32) for k, v in obs.items()}
+    obs_buf, rewards, terminated, truncated, final_values, reset_after, firsts = _buffers(obs, firsts0, n_steps, n_e)
     samples = None
-    rewards = np.zeros((n_steps, n_e), np.float32)
-    terminated = np.zeros((n_steps, n_e), bool)
-    truncated = np.zeros((n_steps, n_e), bool)
-    final_values = np.zeros((n_steps, n_e), np.float32)
-    reset_after = np.zeros((n_steps, n_e), bool)
-    firsts = np.zeros((n_steps + 1, n_e), np.float32)
-    firsts[0] = firsts0
     full_obs: np.ndarray | None = None
     group_obs = [{k: np.asarray(v)[a:b] for k, v in obs.items()} for a, b in bounds]
 

@@ -24,10 +24,12 @@ class RunStart(NamedTuple):
     state: ckpt.CheckpointState | None  # the checkpoint to resume from, already checked against the config
 
 
-def start_run(cfg: DictConfig, kind: str) -> RunStart:
+def start_run(cfg: DictConfig, kind: str, base_policy: bool = False) -> RunStart:
     """Validate ``cfg`` against the ``kind`` schema (``dppo.utils.validate``), seed everything, set the
     precision policy (``mixed_precision``, :mod:`dppo.utils.precision`), and, when
-    ``resume`` is true, load and check the latest checkpoint of ``<logdir>/checkpoint``."""
+    ``resume`` is true, load and check the latest checkpoint of ``<logdir>/checkpoint``; with ``base_policy``
+    (fine-tuning), a fresh run's pre-trained checkpoint (``base_policy_path`` / ``model.network_path``) is
+    checked against the config too."""
     validate.validate_config(cfg, kind)
     seed = int(cfg.get("seed", 42))
     seed_everything(seed)
@@ -37,6 +39,9 @@ def start_run(cfg: DictConfig, kind: str) -> RunStart:
     state = ckpt.latest_state(checkpoint_dir) if cfg.get("resume", False) else None
     if state is not None:
         validate.check_resume(cfg, kind, state, state.path)
+    base = (cfg.get("base_policy_path") or cfg.model.get("network_path")) if base_policy else None
+    if base and state is None and Path(base).is_file():
+        validate.check_base_checkpoint(cfg, base)
     return RunStart(seed, logdir, checkpoint_dir, state)
 
 

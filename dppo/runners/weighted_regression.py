@@ -66,10 +66,7 @@ class TrainWeightedRegressionAgent(OnlineLoop):
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         # before building envs or networks: a resume must fit its checkpoint, a base policy the config
-        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND)
-        base = cfg.get("base_policy_path") or cfg.model.get("network_path")
-        if base and state is None and Path(base).is_file():
-            validate.check_base_checkpoint(cfg, base)
+        self.seed, self.logdir, self.checkpoint_dir, state = start_run(cfg, KIND, base_policy=True)
         check_normalization_dims(cfg)
         t = cfg.train
         self.n_train_itr = int(t.n_train_itr)
