@@ -12,7 +12,8 @@ autoreset mode (``metadata["autoreset_mode"]``).
 Observations are stacked per key for dict spaces; ``infos`` carries the per-env keys the runners read
 (``final_obs``, ``full_obs``) stacked with a ``_<key>`` mask, as gymnasium does. :class:`SyncVectorEnv`
 steps wrapped envs one after another in this process; a task may provide a batched subclass (Avoid's
-``AvoidVectorEnv``) that computes the same numbers for all envs at once.
+``AvoidVectorEnv``) that computes the same numbers for all envs at once; :class:`dppo.envs.subproc.SubprocVectorEnv`
+(``env.vector: subprocess``) steps blocks of the same envs as SyncVectorEnvs in worker processes.
 """
 
 from __future__ import annotations
