@@ -8,10 +8,12 @@ from functools import partial
 import gymnasium as gym
 import numpy as np
 import pytest
+import tensorflow as tf  # loaded here, so the workers' TensorFlow check below means something
 
 from dppo.envs.factory import make_from_config, make_vector_env
 from dppo.envs.subproc import SubprocVectorEnv, WorkerError, _merge_infos
 from dppo.envs.vector import AutoresetMode
+from dppo.runners.rollout import rollout
 
 _cartpole = partial(gym.make, "CartPole-v1")  # picklable, importable in a fresh process
 PENDULUM_CHUNKS = {"multi_step": {"n_obs_steps": 2, "n_action_steps": 2, "max_episode_steps": 6,
@@ -125,3 +127,28 @@ def test_merged_infos_fill_masked_rows_as_sync_does():
     out = _merge_infos(blocks, [2, 2, 1])
     np.testing.assert_array_equal(out["_final_obs"], [True, False, False, True, False])
     np.testing.assert_array_equal(out["final_obs"]["state"][:, 0], [10, 10, 10, 40, 10])
+
+
+def test_rollout_over_subprocesses_matches_sync():
+    """The runners' rollout (final values, next observations, full observations) sees the same numbers."""
+    def act(cond):
+        a = tf.tanh(cond["state"][:, -1:, :1] * 3.0)  # (N, 1, 1) from the latest obs: deterministic
+        return tf.concat([a, -a], axis=1), None
+
+    def values(cond):
+        return tf.reduce_sum(cond["state"], axis=[1, 2])
+
+    out = {}
+    for vector in ("sync", "subprocess"):
+        venv = make_vector_env("Pendulum-v1", 3, PENDULUM_CHUNKS, seed=1, vector=vector, autoreset_mode="SameStep",
+                               n_workers=2)
+        obs, _ = venv.reset(seed=1)
+        out[vector] = rollout(venv, act, obs, np.ones(3, np.float32), 7, 2, values, keep_next_obs=True)
+        venv.close()
+    assert out["sync"]["reset_after"].any()
+    assert out["sync"].keys() == out["subprocess"].keys() and out["sync"]["full_obs"] is not None
+    for k, v in out["sync"].items():
+        if v is None:
+            assert out["subprocess"][k] is None
+        else:
+            assert_same(v, out["subprocess"][k])
