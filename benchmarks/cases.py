@@ -21,9 +21,11 @@ from benchmarks.common import record, timed
 # sizes: full (``make bench``) and --quick
 SIZES = {
     "full": {"sample_calls": 40, "update_env_steps": 20000, "pretrain_windows": 20480, "rollout_steps": 100,
-             "ref_steps": 500, "ref_epochs": 1, "small_itrs": 3, "avoid_itrs": 3, "peak_sizes": (2048, 4096)},
+             "ref_steps": 500, "ref_epochs": 1, "small_itrs": 3, "avoid_itrs": 3, "peak_sizes": (2048, 4096),
+             "can_steps": 50, "can_rounds": 4},
     "quick": {"sample_calls": 15, "update_env_steps": 5000, "pretrain_windows": 5120, "rollout_steps": 25,
-              "ref_steps": 100, "ref_epochs": 1, "small_itrs": 2, "avoid_itrs": 2, "peak_sizes": (2048,)},
+              "ref_steps": 100, "ref_epochs": 1, "small_itrs": 2, "avoid_itrs": 2, "peak_sizes": (2048,),
+              "can_steps": 25, "can_rounds": 3},
 }
 
 KP = 10  # fine-tuned denoising steps of the gym configs
@@ -869,3 +871,25 @@ def case_budget(quick: bool) -> list[dict]:
 
 
 OPTIONAL["budget"] = case_budget
+
+
+def case_robosuite(quick: bool) -> list[dict]:
+    """Robosuite Can, 4 envs, random actions: env steps/s with ``env.vector`` sync (one process) and subprocess
+    (2 and 4 workers), rounds interleaved (:mod:`benchmarks.can_vector`)."""
+    from benchmarks.can_vector import measure, robosuite_available
+    if not robosuite_available():
+        print("robosuite is not installed: case skipped")
+        return []
+    n_envs, steps, rounds = 4, _size(quick)["can_steps"], _size(quick)["can_rounds"]
+    res = measure(n_envs, steps, rounds, (2, 4))
+    base = res["sync"]["median_env_steps_per_s"]
+    speedup = {k: v["median_env_steps_per_s"] / base for k, v in res.items()}
+    return [record("robosuite", f"Can, {n_envs} envs x {steps} random-action steps, sync vs subprocess",
+                   {"env": "can (robosuite, no wrappers)", "n_envs": n_envs, "steps": steps, "rounds": rounds,
+                    "autoreset_mode": "SameStep", "workers": [2, 4], "usable_cores": len(os.sched_getaffinity(0))},
+                   {**res, "speedup_wall": speedup},
+                   ", ".join(f"{k} {_fmt(v['median_env_steps_per_s'])} env steps/s ({speedup[k]:.2f}x)"
+                             for k, v in res.items()) + f" (median of {rounds} interleaved rounds)")]
+
+
+OPTIONAL["robosuite"] = case_robosuite

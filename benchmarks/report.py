@@ -5,7 +5,7 @@ from __future__ import annotations
 from benchmarks.common import NOTES_MD, RESULTS_MD, load_records
 
 ORDER = ("peak", "sample", "update", "pretrain", "rollout", "iteration", "reference", "xla", "envpool", "overlap",
-         "bf16", "distribute", "budget")
+         "bf16", "distribute", "budget", "robosuite")
 
 
 def latest_records() -> list[dict]:

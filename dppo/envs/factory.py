@@ -3,16 +3,21 @@
 The env block of a config names the task (``env.name``) and the wrappers in order (``env.wrappers``). The
 task's module makes the base env (:mod:`dppo.envs.tasks`); names of no registered task are gymnasium ids.
 Every vector env follows one contract (:mod:`dppo.envs.vector`: gymnasium's ``VectorEnv`` with an explicit
-autoreset mode). Envs are stepped in one process (``dppo.envs.vector.SyncVectorEnv``): on two cores that is
-faster than paying inter-process costs (1.5-2.5x measured for MuJoCo locomotion). A task may register a
-batched implementation that runs all envs of a run as one vector env with the same results (Avoid's
-``AvoidVectorEnv``, tens of times faster); with ``env.batched`` (default true) the factory uses it whenever
-it can reproduce the config's wrapper stack, and the per-env sync stack otherwise.
-``env.backend`` picks who steps the physics: ``gymnasium`` (default) or ``envpool`` (the optional ``envpool``
-package, ``pip install -e '.[fast]'``: C++ threads, for the tasks that register an EnvPool hook - the MuJoCo
-locomotion robots; see :mod:`dppo.envs.envpool_vector`). When envpool is not installed the factory logs why and
-builds the gymnasium envs. ``env.overlap`` (default false) splits the envs in two halves that the rollout
-steps while the policy samples for the other half (:mod:`dppo.envs.split`).
+autoreset mode). ``env.vector`` says where the per-env stacks are stepped: ``sync`` (default,
+``dppo.envs.vector.SyncVectorEnv``) in this process, one after another - on two cores faster than paying
+inter-process costs for cheap envs (1.5-2.5x measured for MuJoCo locomotion); ``subprocess``
+(:class:`dppo.envs.subproc.SubprocVectorEnv`) in ``env.n_workers`` spawned processes (default
+``min(n_envs, cpu count)``), each stepping a contiguous block of the envs - for heavy envs such as robosuite
+(1.7x with 4 workers on two cores). A task may register a batched implementation that runs all envs of a run
+as one vector env with the same results (Avoid's ``AvoidVectorEnv``, tens of times faster); with
+``env.batched`` (default true) the factory uses it whenever it can reproduce the config's wrapper stack (also
+when ``env.vector`` is ``subprocess``: the batched env wins, with a logged note), and the per-env stack
+otherwise. ``env.backend`` picks who steps the physics: ``gymnasium`` (default) or ``envpool`` (the optional
+``envpool`` package, ``pip install -e '.[fast]'``: C++ threads, for the tasks that register an EnvPool hook -
+the MuJoCo locomotion robots; see :mod:`dppo.envs.envpool_vector`; it does not combine with ``subprocess``).
+When envpool is not installed the factory logs why and builds the gymnasium envs. ``env.overlap`` (default
+false) splits the envs in two halves that the rollout steps while the policy samples for the other half
+(:mod:`dppo.envs.split`).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from dppo.envs import tasks
 from dppo.envs.vector import AutoresetMode, SyncVectorEnv
 from dppo.envs.wrappers import WRAPPERS, wrap
 
-__all__ = ["BACKENDS", "WRAPPERS", "make_env", "make_from_config", "make_vector_env", "wrap"]
+__all__ = ["BACKENDS", "VECTORS", "WRAPPERS", "make_env", "make_from_config", "make_vector_env", "wrap"]
 
 log = logging.getLogger(__name__)
 BACKENDS = ("gymnasium", "envpool")
+VECTORS = ("sync", "subprocess")
 
 
 def make_env(name: str, **kwargs: Any) -> gym.Env:
@@ -57,7 +63,7 @@ def envpool_available() -> bool:
 def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, seed: int = 0,
                     vector: str = "sync", env_kwargs: Mapping | None = None, batched: bool = True,
                     autoreset_mode: AutoresetMode | str | None = None, backend: str = "gymnasium",
-                    overlap: bool = False) -> Any:
+                    overlap: bool = False, n_workers: int | None = None) -> Any:
     """``n_envs`` wrapped copies, env i seeded with seed + i. ``autoreset_mode`` None follows the config (SameStep
     when ``multi_step.reset_within_step``, else Disabled: the runner resets at iterations); SameStep makes every
     ended episode reset within its step (what replay-based learners and data makers want). ``batched``: use
@@ -65,7 +71,10 @@ def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, see
     ``backend``: ``envpool`` steps the task's envs in EnvPool when the task has an EnvPool port (else a
     ValueError) and the package is installed (else a logged fallback to gymnasium). ``overlap``: two halves
     behind a :class:`~dppo.envs.split.SplitVectorEnv`, which the rollout steps in a worker thread while the
-    policy samples for the other half (env i keeps seed + i)."""
+    policy samples for the other half (env i keeps seed + i). ``vector``: ``sync`` steps the envs in this
+    process, ``subprocess`` in ``n_workers`` worker processes (:class:`~dppo.envs.subproc.SubprocVectorEnv`, same
+    envs and results); a task's batched env is used instead when it applies, and ``backend=envpool`` refuses
+    ``subprocess``."""
     if autoreset_mode is not None and AutoresetMode(autoreset_mode) == AutoresetMode.SAME_STEP and wrappers \
             and "multi_step" in wrappers:
         wrappers = {**wrappers, "multi_step": {**dict(wrappers["multi_step"] or {}), "reset_within_step": True}}
@@ -73,15 +82,17 @@ def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, see
         from dppo.envs.split import SplitVectorEnv
         first = n_envs // 2
         return SplitVectorEnv([make_vector_env(name, n, wrappers, s, vector, env_kwargs, batched, autoreset_mode,
-                                               backend)
+                                               backend, overlap=False, n_workers=n_workers)
                                for n, s in ((first, seed), (n_envs - first, seed + first))])
-    if vector != "sync":
-        raise ValueError(f"env.vector must be 'sync', got '{vector}' (on two cores stepping in one process is "
-                         f"faster than subprocesses; see benchmarks/)")
+    if vector not in VECTORS:
+        raise ValueError(f"env.vector must be one of {list(VECTORS)}, got '{vector}'")
     if backend not in BACKENDS:
         raise ValueError(f"env.backend must be one of {list(BACKENDS)}, got '{backend}'")
     task = tasks.get(name)
     if backend == "envpool":
+        if vector == "subprocess":
+            raise ValueError("env.backend=envpool steps its envs in its own threads: it does not combine with "
+                             "env.vector=subprocess; use env.vector=sync")
         if task is None or task.envpool is None:
             raise ValueError(f"env.backend=envpool: env '{name}' has no EnvPool port (the MuJoCo locomotion tasks "
                              f"hopper/walker2d/halfcheetah do); use env.backend=gymnasium")
@@ -92,9 +103,15 @@ def make_vector_env(name: str, n_envs: int, wrappers: Mapping | None = None, see
     if batched and task is not None and task.batched is not None:
         venv = task.batched(name, n_envs, wrappers, env_kwargs)
         if venv is not None:
+            if vector == "subprocess":
+                log.info("env.vector=subprocess: '%s' has a batched vector env for these wrappers, which is used "
+                         "instead (set env.batched: false to step per-env stacks in subprocesses)", name)
             return venv
-    return SyncVectorEnv([partial(_make_one, name, wrappers, dict(env_kwargs or {}), seed + i)
-                          for i in range(n_envs)], autoreset_mode)
+    env_fns = [partial(_make_one, name, wrappers, dict(env_kwargs or {}), seed + i) for i in range(n_envs)]
+    if vector == "subprocess":
+        from dppo.envs.subproc import SubprocVectorEnv
+        return SubprocVectorEnv(env_fns, autoreset_mode, n_workers)
+    return SyncVectorEnv(env_fns, autoreset_mode)
 
 
 def make_from_config(env_cfg: Mapping[str, Any], seed: int, n_envs: int | None = None,
@@ -107,4 +124,5 @@ def make_from_config(env_cfg: Mapping[str, Any], seed: int, n_envs: int | None =
     return make_vector_env(env_cfg["name"], int(env_cfg["n_envs"] if n_envs is None else n_envs), wrappers, seed,
                            env_cfg.get("vector", "sync"), kwargs, bool(env_cfg.get("batched", True)),
                            autoreset_mode, str(env_cfg.get("backend", "gymnasium")),
-                           bool(env_cfg.get("overlap", False)))
+                           bool(env_cfg.get("overlap", False)),
+                           None if env_cfg.get("n_workers") is None else int(env_cfg["n_workers"]))

@@ -28,6 +28,13 @@ def _concat(parts: Sequence[Any]) -> Any:
     return np.concatenate(parts)
 
 
+def _part_seed(seed: int | Sequence[int | None] | None, start: int, n: int) -> int | list[int | None] | None:
+    """The reset seed of the group of ``n`` envs from env ``start``: ``seed + start``, or its slice of a list."""
+    if seed is None or not isinstance(seed, Sequence):
+        return None if seed is None else int(seed) + start
+    return list(seed[start:start + n])
+
+
 def merge_infos(infos: Sequence[dict[str, Any]], sizes: Sequence[int]) -> dict[str, Any]:
     """The per-env infos of consecutive groups of envs as one: each ``key`` with its ``_key`` mask; a group
     without the key gets rows repeating a valid one, masked out (as the sync vector env fills them)."""
@@ -62,11 +69,11 @@ class SplitVectorEnv(VectorEnv):
         self.offsets = np.cumsum([0, *self.sizes])
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="env-step")
 
-    def reset(self, seed: int | None = None, options: dict | Sequence[dict] | None = None):
+    def reset(self, seed: int | Sequence[int | None] | None = None, options: dict | Sequence[dict] | None = None):
         out = []
         for h, start in zip(self.halves, self.offsets):
             opts = options[start:start + h.num_envs] if isinstance(options, Sequence) else options
-            out.append(h.reset(seed=None if seed is None else seed + int(start), options=opts))
+            out.append(h.reset(seed=_part_seed(seed, int(start), h.num_envs), options=opts))
         return _concat([o for o, _ in out]), merge_infos([i for _, i in out], self.sizes)
 
     def step(self, actions: np.ndarray):

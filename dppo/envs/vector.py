@@ -12,7 +12,8 @@ autoreset mode (``metadata["autoreset_mode"]``).
 Observations are stacked per key for dict spaces; ``infos`` carries the per-env keys the runners read
 (``final_obs``, ``full_obs``) stacked with a ``_<key>`` mask, as gymnasium does. :class:`SyncVectorEnv`
 steps wrapped envs one after another in this process; a task may provide a batched subclass (Avoid's
-``AvoidVectorEnv``) that computes the same numbers for all envs at once.
+``AvoidVectorEnv``) that computes the same numbers for all envs at once; :class:`dppo.envs.subproc.SubprocVectorEnv`
+(``env.vector: subprocess``) steps blocks of the same envs as SyncVectorEnvs in worker processes.
 """
 
 from __future__ import annotations
@@ -25,13 +26,24 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["AutoresetMode", "SyncVectorEnv", "VectorEnv", "resets_within_step", "stack_obs"]
+__all__ = ["AutoresetMode", "SyncVectorEnv", "VectorEnv", "env_seeds", "resets_within_step", "stack_obs"]
 
 
 def stack_obs(items: Sequence[Any]) -> Any:
     if isinstance(items[0], dict):
         return {k: np.stack([o[k] for o in items]) for k in items[0]}
     return np.stack(items)
+
+
+def env_seeds(seed: int | Sequence[int | None] | None, n_envs: int) -> list[int | None]:
+    """Per-env reset seeds: None for all, ``seed + i`` for an int, or a list of ``n_envs`` seeds as given."""
+    if seed is None:
+        return [None] * n_envs
+    if isinstance(seed, Sequence):
+        if len(seed) != n_envs:
+            raise ValueError(f"reset got {len(seed)} seeds for {n_envs} envs")
+        return list(seed)
+    return [int(seed) + i for i in range(n_envs)]
 
 
 def resets_within_step(env: gym.Env) -> bool:
@@ -80,12 +92,12 @@ class SyncVectorEnv(VectorEnv):
                              "(multi_step.reset_within_step is true)")
         self._declare(len(self.envs), self.envs[0].observation_space, self.envs[0].action_space, autoreset_mode)
 
-    def reset(self, seed: int | None = None, options: dict | Sequence[dict] | None = None):
-        """Reset every env (env i with ``seed + i``); ``options`` is one dict for all envs or one per env
-        (e.g. a ``video_path`` for the first few)."""
+    def reset(self, seed: int | Sequence[int | None] | None = None, options: dict | Sequence[dict] | None = None):
+        """Reset every env (env i with ``seed + i``, or ``seed[i]`` for a list); ``options`` is one dict for all
+        envs or one per env (e.g. a ``video_path`` for the first few)."""
         per_env = options if isinstance(options, Sequence) else [options] * self.num_envs
-        out = [env.reset(seed=None if seed is None else seed + i, options=o)
-               for i, (env, o) in enumerate(zip(self.envs, per_env, strict=True))]
+        out = [env.reset(seed=s, options=o)
+               for env, s, o in zip(self.envs, env_seeds(seed, self.num_envs), per_env, strict=True)]
         return stack_obs([o for o, _ in out]), {}
 
     def step(self, actions: np.ndarray):

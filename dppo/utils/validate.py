@@ -63,7 +63,7 @@ MODEL = {OPEN: "any", "_target_": "str", "horizon_steps": "int>0", "obs_dim": "i
 ENV = {"n_envs": "int>0", "name": "str", "max_episode_steps": "int>0", "reset_at_iteration": "bool",
        "save_video": "bool", "best_reward_threshold_for_success": "number", "save_full_observations": "bool",
        "wrappers": "dict?", "specific": "dict?", "vector": "str", "batched": "bool", "backend": "str",
-       "overlap": "bool"}
+       "overlap": "bool", "n_workers": "int?>0"}
 
 TOP = {"_target_": "str", "name": "str?", "logdir": "str", "seed": "int>=0", "resume": "bool", "hydra": "any",
        "wandb": WANDB, "env_name": "str?", "obs_dim": "int>0", "action_dim": "int>0", "cond_steps": "int>0",
