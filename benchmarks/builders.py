@@ -49,12 +49,12 @@ def ppo_diffusion(obs_dim: int = 11, action_dim: int = 3, horizon_steps: int = 4
     return model
 
 
-def ppo_learner(model, seed: int = 0):
-    """The PPO learner of a policy, with the gym configs' learning rates."""
+def ppo_learner(model, seed: int = 0, micro_batch: int | None = None):
+    """The PPO learner of a policy, with the gym configs' learning rates (``micro_batch``: train.micro_batch)."""
     from dppo.algos.ppo import PPOLearner
     from dppo.utils.optim import AdamW
     return PPOLearner(model, AdamW(model.trainable_actor_variables(), 1e-4),
-                      AdamW(model.critic.trainable_variables, 1e-3), seed)
+                      AdamW(model.critic.trainable_variables, 1e-3), seed, micro_batch=micro_batch)
 
 
 def matmul_flops_per_row(layer) -> int:

@@ -29,6 +29,7 @@ SIZES = {
 }
 
 KP = 10  # fine-tuned denoising steps of the gym configs
+MICRO = 500  # env steps per micro-batch in the update case (x K' = 5000 transitions, the size that fits the caches)
 
 
 def _size(quick: bool) -> dict[str, Any]:
@@ -132,23 +133,35 @@ def timed_vs_peak(fn, flop: float, repeats: int = 3) -> dict[str, Any]:
     peak measured seconds earlier, so the fraction of peak survives the load changes of a shared machine. The
     same ratio in CPU time (GFLOP per process-CPU second, ours against the probe's) is also given: it counts
     only the cycles this process got, so it is the steadier of the two when other jobs compete for the cores."""
-    fn()  # warm-up (traces)
-    probes, runs = [], []
+    return timed_vs_peak_interleaved({"": fn}, flop, repeats)[""]
+
+
+def timed_vs_peak_interleaved(fns: dict[str, Any], flop: float, repeats: int = 3) -> dict[str, dict[str, Any]]:
+    """``timed_vs_peak`` of several variants of the same work (``flop`` each), interleaved: every repeat runs
+    probe, variant 1, probe, variant 2, ..., so all variants see the same load."""
+    for fn in fns.values():
+        fn()  # warm-up (traces)
+    probes: dict[str, list] = {k: [] for k in fns}
+    runs: dict[str, list] = {k: [] for k in fns}
     for _ in range(repeats):
-        probes.append(matmul_probe())
-        runs.append(timed(fn, repeats=1, warmup=0))
-    secs = [r["seconds"][0] for r in runs]
-    cpus = [r["cpu_seconds"][0] for r in runs]
-    fracs = [flop / s / 1e9 / p[0] for s, p in zip(secs, probes)]
-    fracs_cpu = [flop / c / 1e9 / p[1] for c, p in zip(cpus, probes)]
-    return {"seconds": secs, "median_s": statistics.median(secs), "min_s": min(secs), "cpu_seconds": cpus,
-            "load_1min": [r["load_1min"][0] for r in runs],
-            "gflops": flop / statistics.median(secs) / 1e9, "gflops_best": flop / min(secs) / 1e9,
-            "probe_peak_gflops": [round(p[0], 1) for p in probes],
-            "probe_peak_gflops_per_cpu_s": [round(p[1], 1) for p in probes],
-            "fraction_of_peak_each": [round(f, 3) for f in fracs], "fraction_of_peak": statistics.median(fracs),
-            "fraction_of_peak_cpu_each": [round(f, 3) for f in fracs_cpu],
-            "fraction_of_peak_cpu": statistics.median(fracs_cpu)}
+        for k, fn in fns.items():
+            probes[k].append(matmul_probe())
+            runs[k].append(timed(fn, repeats=1, warmup=0))
+    out = {}
+    for k in fns:
+        secs = [r["seconds"][0] for r in runs[k]]
+        cpus = [r["cpu_seconds"][0] for r in runs[k]]
+        fracs = [flop / s / 1e9 / p[0] for s, p in zip(secs, probes[k])]
+        fracs_cpu = [flop / c / 1e9 / p[1] for c, p in zip(cpus, probes[k])]
+        out[k] = {"seconds": secs, "median_s": statistics.median(secs), "min_s": min(secs), "cpu_seconds": cpus,
+                  "load_1min": [r["load_1min"][0] for r in runs[k]],
+                  "gflops": flop / statistics.median(secs) / 1e9, "gflops_best": flop / min(secs) / 1e9,
+                  "probe_peak_gflops": [round(p[0], 1) for p in probes[k]],
+                  "probe_peak_gflops_per_cpu_s": [round(p[1], 1) for p in probes[k]],
+                  "fraction_of_peak_each": [round(f, 3) for f in fracs], "fraction_of_peak": statistics.median(fracs),
+                  "fraction_of_peak_cpu_each": [round(f, 3) for f in fracs_cpu],
+                  "fraction_of_peak_cpu": statistics.median(fracs_cpu)}
+    return out
 
 
 def case_update(quick: bool) -> list[dict]:
@@ -176,25 +189,29 @@ def case_update(quick: bool) -> list[dict]:
                       f"{_fmt(n * KP / r['median_s'])} transitions/s, {r['gflops']:.1f} GFLOP/s = "
                       f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time, "
                       f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time"))
-    for bs in (5000, 50000):  # transitions per minibatch: bs / K' env steps with all their transitions
+    # transitions per minibatch: bs / K' env steps with all their transitions; batch 50000 (the gym configs'
+    # minibatch, 5000 env steps) also in micro-batches of MICRO env steps (train.micro_batch), interleaved with it
+    micro = B.ppo_learner(model, micro_batch=MICRO)
+    for bs in (5000, 50000):
         total = n * KP
         done = (total // bs) * bs if total >= bs else total
-
-        def go(bs=bs):
-            return learner.update(batch, True, bs // KP, 1, 0.5, 0.0, None)
-
-        r = timed_vs_peak(go, done * fl["per_transition"])
-        figs = {**r, "transitions": done, "transitions_per_s": done / r["median_s"],
-                "flops_per_transition": fl["per_transition"], **{f"flops_{k}": v for k, v in fl.items()},
-                "tracing_count": learner._update.experimental_get_tracing_count()}
-        out.append(record("update", f"1 epoch, batch {bs}",
-                          {"env_steps": n, "ft_denoising_steps": KP, "batch_size": bs, "update_epochs": 1,
-                           "minibatches": max(1, total // bs)}, figs,
-                          f"{_fmt(done / r['median_s'])} denoising samples/s, {r['gflops']:.1f} GFLOP/s = "
-                          f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time "
-                          f"({', '.join(f'{100 * x:.0f}%' for x in r['fraction_of_peak_each'])}), "
-                          f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time "
-                          f"({', '.join(f'{100 * x:.0f}%' for x in r['fraction_of_peak_cpu_each'])})"))
+        variants = {"": learner, f", micro-batches of {MICRO * KP}": micro} if bs == 50000 else {"": learner}
+        results = timed_vs_peak_interleaved(
+            {k: (lambda le=le, bs=bs: le.update(batch, True, bs // KP, 1, 0.5, 0.0, None))
+             for k, le in variants.items()}, done * fl["per_transition"])
+        for k, r in results.items():
+            figs = {**r, "transitions": done, "transitions_per_s": done / r["median_s"],
+                    "flops_per_transition": fl["per_transition"], **{f"flops_{part}": v for part, v in fl.items()},
+                    "tracing_count": variants[k]._update.experimental_get_tracing_count()}
+            out.append(record("update", f"1 epoch, batch {bs}{k}",
+                              {"env_steps": n, "ft_denoising_steps": KP, "batch_size": bs, "update_epochs": 1,
+                               "minibatches": max(1, total // bs),
+                               "micro_batch_env_steps": variants[k].micro_batch or None}, figs,
+                              f"{_fmt(done / r['median_s'])} denoising samples/s, {r['gflops']:.1f} GFLOP/s = "
+                              f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time "
+                              f"({', '.join(f'{100 * x:.0f}%' for x in r['fraction_of_peak_each'])}), "
+                              f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time "
+                              f"({', '.join(f'{100 * x:.0f}%' for x in r['fraction_of_peak_cpu_each'])})"))
     return out
 
 

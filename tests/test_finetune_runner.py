@@ -110,3 +110,15 @@ def test_fine_tuning_raises_return_on_a_bandit(tmp_path):
     first = np.mean([h["train/avg_episode_reward"] for h in history[:2]])
     last = np.mean([h["train/avg_episode_reward"] for h in history[-2:]])
     assert last > first + 0.5, (first, last)
+
+
+def test_train_micro_batch_reaches_the_learner_and_changes_no_numbers(tmp_path, avoid_norm):
+    """train.micro_batch 5: the 16-env-step minibatches go in chunks of 5, 5, 5 and 1, with the same losses."""
+    runs = {}
+    for name, micro in (("whole", None), ("micro", 5)):
+        agent = TrainPPODiffusionAgent(avoid_cfg(tmp_path / name, avoid_norm, **{"train.n_train_itr": 1,
+                                                                                  "train.micro_batch": micro}))
+        assert agent.learner.micro_batch == (micro or 0)
+        runs[name] = agent.run()[-1]
+    for key in ("loss/pg_loss", "loss/v_loss", "loss/approx_kl", "loss/clipfrac"):
+        assert runs["micro"][key] == pytest.approx(runs["whole"][key], rel=1e-4, abs=1e-7), key

@@ -70,6 +70,7 @@ GMM_IMG = CFG / "robomimic/finetune/can/ft_ppo_gaussian_mlp_img.yaml"
     (AVOID_FT, "train.force_train=maybe", r"^train\.force_train: expected true or false, got 'maybe'$"),
     (HOPPER_SAC, "train.buffer_size=0", r"^train\.buffer_size: expected an integer > 0"),
     (GMM_IMG, "train.grad_accumulate=0", r"^train\.grad_accumulate: expected an integer > 0"),
+    (AVOID_FT, "+train.micro_batch=-1", r"^train\.micro_batch: expected an integer >= 0"),
     # keys that contradict each other
     (AVOID_FT, "ft_denoising_steps=30", r"model\.ft_denoising_steps \(30\) must be <= model\.denoising_steps \(20\)"),
     (AVOID_FT, "act_steps=8", r"act_steps \(8\) must be <= horizon_steps \(4\)"),
@@ -96,6 +97,8 @@ def test_compatibility_keys_are_accepted_and_changing_cond_steps_is_valid():
     validate_config(cfg, "ppo")
     assert "plot_freq" in COMPAT_KEYS["train"] and "device" in COMPAT_KEYS[""]
     validate_config(compose(AVOID_PRE, "cond_steps=2"), "pretrain")  # interpolation keeps the blocks consistent
+    validate_config(compose(AVOID_FT, "+train.micro_batch=500"), "ppo")
+    validate_config(compose(AVOID_FT, "+train.micro_batch=null"), "ppo")
 
 
 def test_value_specs():

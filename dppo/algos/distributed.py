@@ -31,7 +31,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from dppo.algos.ppo import PPOBatch, PPOLearner, normalize_advantages, quantile
+from dppo.algos.ppo import PPOBatch, PPOLearner, prepare_advantages
 from dppo.utils.cond import gather_cond
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -69,15 +69,6 @@ def weighted(weight: tf.Tensor, value: Any) -> Any:
     return tf.nest.map_structure(lambda x: tf.math.multiply_no_nan(x, tf.cast(weight, x.dtype)), value)
 
 
-def prepare_advantages(policy: Any, adv: tf.Tensor) -> tf.Tensor:
-    """What ``ppo_terms`` does to the advantages of a minibatch before weighting them (keep the two in step)."""
-    adv = normalize_advantages(adv) if policy.norm_adv else adv
-    lo_q, hi_q = policy.clip_adv_quantiles
-    if lo_q > 0.0 or hi_q < 1.0:
-        adv = tf.clip_by_value(adv, quantile(adv, lo_q), quantile(adv, hi_q))
-    return adv
-
-
 @contextlib.contextmanager
 def advantages_prepared(policy: Any) -> Iterator[None]:
     """While the replicas' loss is traced, ``ppo_terms`` takes the advantages as given (they were prepared over
@@ -98,6 +89,9 @@ class MirroredPPOLearner(PPOLearner):
     def __init__(self, strategy: tf.distribute.Strategy, *args: Any, **kwargs: Any):
         self.strategy = strategy
         super().__init__(*args, **kwargs)
+        if self.micro_batch:  # this learner's minibatch_gradients splits rows across replicas, not in chunks
+            raise ValueError("train.micro_batch is not supported with train.distribute (each replica already "
+                             "computes only its share of the minibatch); set one of them to null")
 
     def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         with self.strategy.scope():

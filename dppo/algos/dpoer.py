@@ -130,6 +130,8 @@ class DPOERDiffusion(PPODiffusion):
 class PPOEntDiffusion(PPODiffusion):
     """DPPO with learnable per-step noise scales and an analytic entropy bonus (see the module docstring)."""
 
+    extra_loss_row_mean = True  # linear in the rows' mean entropy: PPOLearner may split minibatches (micro_batch)
+
     def __init__(self, std_per_action_dim: bool = True, init_std_scale: float = 1.5, std_lr: float = 1e-3,
                  max_denoising_std: float = 1.0, learn_alpha: bool = True, init_alpha: float = 0.01,
                  alpha_lr: float = 1e-2, target_entropy: float | None = None, **kwargs):

@@ -21,6 +21,16 @@ go into checkpoints; ``extra_metrics() -> {name: float}`` is logged after each u
 A minibatch is ``batch_size`` env steps with all their transitions (the reference v0.5 unit of every shipped
 config): advantages are normalised over its env steps and the critic runs once per env step. All epochs run in
 one ``tf.function``, with the ``target_kl`` early stop and gradient accumulation inside.
+
+Micro-batching (``micro_batch`` env steps, ``train.micro_batch``; off by default): each minibatch's advantages are
+prepared (normalised, quantile-clipped) over the whole minibatch first, then its loss and gradients are computed
+in row chunks of ``micro_batch`` env steps inside the compiled update and summed, each chunk weighted by its share
+of the rows. Every loss term is a mean over rows, so the loss, its terms (``approx_kl`` for the ``target_kl``
+stop included) and the gradients equal the whole minibatch's up to float summation order, while each chunk's
+activations stay small enough for the caches. A policy with ``extra_loss`` must declare it a mean over the rows
+(``extra_loss_row_mean = True``, as ``PPOEntDiffusion`` does) or micro-batching is refused (DPOER's
+temperature loss samples the entropy of the whole minibatch). Randomness inside a network's training forward
+pass (dropout, image augmentation) is drawn per chunk, so there only the distribution is the same.
 """
 
 from __future__ import annotations
@@ -65,19 +75,28 @@ def quantile(x: tf.Tensor, q: float) -> tf.Tensor:
     return tf.gather(s, lo) * (1 - w) + tf.gather(s, hi) * w
 
 
+def prepare_advantages(policy: Any, adv: tf.Tensor) -> tf.Tensor:
+    """What ``ppo_terms`` does to the advantages of a whole minibatch before weighting them: normalisation over
+    its env steps (``norm_adv``), then clipping to its quantiles (``clip_adv_quantiles``)."""
+    adv = normalize_advantages(adv) if policy.norm_adv else adv
+    lo_q, hi_q = policy.clip_adv_quantiles
+    if lo_q > 0.0 or hi_q < 1.0:
+        adv = tf.clip_by_value(adv, quantile(adv, lo_q), quantile(adv, hi_q))
+    return adv
+
+
 def ppo_terms(policy: Any, new_lp: tf.Tensor, old_lp: tf.Tensor, advantages: tf.Tensor, values: tf.Tensor,
-              returns: tf.Tensor, old_values: tf.Tensor, extras: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+              returns: tf.Tensor, old_values: tf.Tensor, extras: dict[str, tf.Tensor],
+              adv_prepared: bool = False) -> dict[str, tf.Tensor]:
     """PPO loss terms and diagnostics of one minibatch of B env steps.
 
     ``new_lp``/``old_lp`` (B, n) clamped per-transition log-probs, ``advantages``/``values``/``returns``/
     ``old_values`` (B,). The advantage of an env step is normalised over the B env steps, clipped to the
-    configured quantiles, then weighted per transition by ``policy.ppo_weights``; the ratio of transition k is
-    clipped at 1 +- ``policy.ppo_clip[k]``.
+    configured quantiles (both skipped when ``adv_prepared``: a micro-batch of a minibatch whose advantages
+    ``prepare_advantages`` already saw whole), then weighted per transition by ``policy.ppo_weights``; the ratio
+    of transition k is clipped at 1 +- ``policy.ppo_clip[k]``. Every term is a mean over the B rows.
     """
-    adv = normalize_advantages(advantages) if policy.norm_adv else advantages
-    lo_q, hi_q = policy.clip_adv_quantiles
-    if lo_q > 0.0 or hi_q < 1.0:
-        adv = tf.clip_by_value(adv, quantile(adv, lo_q), quantile(adv, hi_q))
+    adv = advantages if adv_prepared else prepare_advantages(policy, advantages)
     adv = adv[:, None] * policy.ppo_weights[None, :]
     clip = policy.ppo_clip[None, :]
     log_ratio = new_lp - old_lp
@@ -108,11 +127,19 @@ class PPOLearner(tf.Module):
     """Owns the optimizers and the compiled update of a policy (see the module docstring)."""
 
     def __init__(self, policy: Any, actor_optimizer: AdamW, critic_optimizer: AdamW, seed: int,
-                 grad_accumulate: int = 1):
+                 grad_accumulate: int = 1, micro_batch: int | None = None):
         super().__init__(name="ppo_learner")
         self.policy = policy
         self.actor_optimizer, self.critic_optimizer = actor_optimizer, critic_optimizer
         self.grad_accumulate = max(1, int(grad_accumulate))
+        self.micro_batch = int(micro_batch or 0)  # env steps per chunk of a minibatch; 0: whole minibatches
+        if self.micro_batch < 0:
+            raise ValueError(f"train.micro_batch must be null, 0 (off) or > 0 env steps, got {micro_batch}")
+        if (self.micro_batch and hasattr(policy, "extra_loss")
+                and not getattr(policy, "extra_loss_row_mean", False)):
+            raise ValueError(f"train.micro_batch: the extra_loss of {type(policy).__name__} is not a mean over the "
+                             "minibatch's rows, so a minibatch cannot be split into micro-batches exactly; set "
+                             "train.micro_batch to null")
         self.shuffle_rng = tf_stream(seed, "shuffle")  # minibatch order
         # the policy's own optimizers (e.g. a temperature), stepped beside the actor's (see the module docstring)
         self.extra_optimizers = list(policy.extra_optimizers()) if hasattr(policy, "extra_optimizers") else []
@@ -138,11 +165,13 @@ class PPOLearner(tf.Module):
         return self._values(cond)
 
     def loss(self, cond: Cond, samples: tf.Tensor, returns: tf.Tensor, old_values: tf.Tensor,
-             advantages: tf.Tensor, old_log_probs: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Loss terms of one minibatch (B env steps)."""
+             advantages: tf.Tensor, old_log_probs: tf.Tensor, adv_prepared: bool = False) -> dict[str, tf.Tensor]:
+        """Loss terms of one minibatch (B env steps), or of a micro-batch of one (``adv_prepared``: its advantages
+        went through ``prepare_advantages`` with the whole minibatch)."""
         new_lp, extras = self.policy.transition_log_probs(cond, samples, training=True)
         values = self.policy.critic(cond, training=True)
-        terms = ppo_terms(self.policy, new_lp, old_log_probs, advantages, values, returns, old_values, extras)
+        terms = ppo_terms(self.policy, new_lp, old_log_probs, advantages, values, returns, old_values, extras,
+                          adv_prepared=adv_prepared)
         if hasattr(self.policy, "extra_loss"):
             terms["extra_loss"] = self.policy.extra_loss(cond, samples, new_lp, extras)
         return terms
@@ -171,17 +200,51 @@ class PPOLearner(tf.Module):
         return grads[:n_model]
 
     def minibatch_gradients(self, batch: PPOBatch, i: tf.Tensor, vars_: list, vf_coef, ent_coef):
-        """Loss, its terms and the gradients for ``vars_`` of the minibatch of env steps ``i`` (the distributed
-        learner of :mod:`dppo.algos.distributed` splits this across devices)."""
+        """Loss, its terms and the gradients for ``vars_`` of the minibatch of env steps ``i``, whole or in
+        micro-batches (the distributed learner of :mod:`dppo.algos.distributed` splits this across devices)."""
+        if self.micro_batch:
+            return self.micro_batch_gradients(batch, i, vars_, vf_coef, ent_coef)
+        return self.rows_gradients(batch, i, tf.gather(batch.advantages, i), vars_, vf_coef, ent_coef)
+
+    def rows_gradients(self, batch: PPOBatch, i: tf.Tensor, advantages: tf.Tensor, vars_: list, vf_coef, ent_coef,
+                       adv_prepared: bool = False):
+        """Loss (a mean over the env steps ``i``), its terms and its gradients for ``vars_``; ``advantages`` (the
+        rows of ``i``) are prepared here unless ``adv_prepared``."""
         with tf.GradientTape() as tape:
             terms = self.loss(gather_cond(batch.cond, i), tf.gather(batch.samples, i), tf.gather(batch.returns, i),
-                              tf.gather(batch.values, i), tf.gather(batch.advantages, i),
-                              tf.gather(batch.log_probs, i))
+                              tf.gather(batch.values, i), advantages, tf.gather(batch.log_probs, i),
+                              adv_prepared=adv_prepared)
             loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
             if "extra_loss" in terms:  # a policy's own loss term (module docstring)
                 loss += terms["extra_loss"]
         grads = tape.gradient(loss, vars_)
         return loss, terms, [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
+
+    def micro_batch_gradients(self, batch: PPOBatch, i: tf.Tensor, vars_: list, vf_coef, ent_coef):
+        """``minibatch_gradients`` in chunks of ``micro_batch`` env steps (the last one may be shorter): the
+        advantages are prepared over all of ``i``, then each chunk's mean loss, terms and gradients are added with
+        weight rows_in_chunk / rows_in_minibatch, one chunk at a time."""
+        n = tf.size(i)
+        m = self.micro_batch
+        n_chunks = (n + m - 1) // m
+        adv = prepare_advantages(self.policy, tf.gather(batch.advantages, i))
+        keys = [*TERMS, *(["extra_loss"] if hasattr(self.policy, "extra_loss") else [])]
+
+        def chunk(c, loss, terms, grads):
+            start = c * m
+            end = tf.minimum(start + m, n)
+            w = tf.cast(end - start, tf.float32) / tf.cast(n, tf.float32)
+            part_loss, part_terms, part_grads = self.rows_gradients(batch, i[start:end], adv[start:end], vars_,
+                                                                    vf_coef, ent_coef, adv_prepared=True)
+            return (c + 1, loss + w * part_loss, {k: terms[k] + w * part_terms[k] for k in keys},
+                    [a + w * tf.convert_to_tensor(g) for a, g in zip(grads, part_grads)])
+
+        start = (tf.constant(0), tf.constant(0.0), {k: tf.constant(0.0) for k in keys},
+                 [tf.zeros_like(v) for v in vars_])
+        # two chunks in flight: one's forward pass overlaps the other's backward pass and sums (1.2x in wall time on
+        # two cores, benchmarks/notes.md); more would only hold more chunks' activations at once
+        _, loss, terms, grads = tf.while_loop(lambda c, *_: c < n_chunks, chunk, start, parallel_iterations=2)
+        return loss, terms, grads
 
     def _apply(self, grads: list, n_actor: int, train_actor: tf.Tensor) -> None:
         if train_actor:

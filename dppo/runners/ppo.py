@@ -132,7 +132,7 @@ class TrainPPOAgent(OnlineLoop):
             self.critic_optimizer = AdamW(self.model.critic.trainable_variables, self.critic_scheduler.lr,
                                           float(t.get("critic_weight_decay", 0.0)), name="critic_optimizer")
         learner_args = (self.model, self.actor_optimizer, self.critic_optimizer, self.seed,
-                        int(t.get("grad_accumulate", 1) or 1))
+                        int(t.get("grad_accumulate", 1) or 1), t.get("micro_batch"))
         self.learner = (PPOLearner(*learner_args) if self.strategy is None
                         else MirroredPPOLearner(self.strategy, *learner_args))
         self.reward_scaler = RunningRewardScaler(self.n_envs) if t.get("reward_scale_running", True) else None

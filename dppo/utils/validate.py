@@ -96,7 +96,8 @@ PPO = {
         "reward_scale_const": "float", "gae_lambda": "float[0,1]", "batch_size": "int>0", "update_epochs": "int>0",
         "vf_coef": "float>=0", "ent_coef": "float", "target_kl": "float?>0", "logprob_batch_size": "int>0",
         "max_grad_norm": "float?>0", "bootstrap_truncated": "bool", "grad_accumulate": "int>0", "augment": "bool",
-        "n_eval_episode": "int>=0", "divergence_guard": DIVERGENCE_GUARD, "distribute": "any"},
+        "micro_batch": "int?>=0", "n_eval_episode": "int>=0", "divergence_guard": DIVERGENCE_GUARD,
+        "distribute": "any"},
 }
 
 SAC_NET = {"_target_": "str", "mlp_dims": "list", "activation_type": "str", "cond_dim": "int>0",
