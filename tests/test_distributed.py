@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +131,37 @@ def test_mirrored_two_devices_match_one_device(tmp_path):
         for itr, (a, b) in enumerate(zip(runs["one"], runs[name])):
             for key in a:
                 assert abs(a[key] - b[key]) <= 1e-6 + 1e-4 * abs(a[key]), (name, itr, key, a[key], b[key])
+
+
+def test_the_distributed_loss_keeps_a_row_mean_extra_loss_and_refuses_others():
+    """PPOEntDiffusion's entropy bonus (a row mean) is part of each replica's loss: one replica gives the
+    one-device loss and weights; DPOER's whole-minibatch entropy estimate cannot be split and is refused."""
+    import numpy as np
+    import tensorflow as tf
+    from test_micro_batch import batch_of, diffusion, learner_of
+
+    from dppo.algos.distributed import MirroredPPOLearner
+    from dppo.algos.dpoer import DPOERDiffusion, PPOEntDiffusion
+    from dppo.utils.optim import AdamW
+
+    def weights(m):
+        return [*m.trainable_actor_variables(), *m.critic.trainable_variables]
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    plain_model = diffusion(PPOEntDiffusion)
+    with strategy.scope():
+        model = diffusion(PPOEntDiffusion)
+        opts = AdamW(model.trainable_actor_variables(), 1e-2), AdamW(model.critic.trainable_variables, 1e-2)
+    for a, b in zip(weights(plain_model), weights(model)):
+        b.assign(a)
+    batch = batch_of(plain_model)
+    u1 = learner_of(plain_model).update(batch, True, 11, 1, 0.5, 0.01, None)
+    u2 = MirroredPPOLearner(strategy, model, *opts, seed=0).update(batch, True, 11, 1, 0.5, 0.01, None)
+    assert u2["loss"] == pytest.approx(u1["loss"], rel=1e-5)
+    for a, b in zip(weights(plain_model), weights(model)):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-7)
+    with strategy.scope():
+        model = diffusion(DPOERDiffusion)
+        opts = AdamW(model.trainable_actor_variables(), 1e-2), AdamW(model.critic.trainable_variables, 1e-2)
+    with pytest.raises(ValueError, match="distribute.*DPOERDiffusion"):
+        MirroredPPOLearner(strategy, model, *opts, seed=0)

@@ -92,6 +92,10 @@ class MirroredPPOLearner(PPOLearner):
         if self.micro_batch:  # this learner's minibatch_gradients splits rows across replicas, not in chunks
             raise ValueError("train.micro_batch is not supported with train.distribute (each replica already "
                              "computes only its share of the minibatch); set one of them to null")
+        policy = self.policy
+        if hasattr(policy, "extra_loss") and not getattr(policy, "extra_loss_row_mean", False):
+            raise ValueError(f"train.distribute: the extra_loss of {type(policy).__name__} is not a mean over the "
+                             "minibatch's rows, so replicas cannot split it; run this method on one device")
 
     def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         with self.strategy.scope():
@@ -109,6 +113,8 @@ class MirroredPPOLearner(PPOLearner):
             with tf.GradientTape() as tape:
                 terms = self.loss(*part)
                 loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
+                if "extra_loss" in terms:  # a row-mean term: each replica's share is weighted like the others
+                    loss += terms["extra_loss"]
             grads = tape.gradient(loss, vars_)
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
             return weighted(w, (loss, terms, grads))
