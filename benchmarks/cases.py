@@ -909,4 +909,4 @@ def case_robosuite(quick: bool) -> list[dict]:
                              for k, v in res.items()) + f" (median of {rounds} interleaved rounds)")]
 
 
-OPTIONAL["robosuite"] = case_robosuite
+CASES["robosuite"] = case_robosuite  # in every `make bench`: the robomimic tasks are robosuite-bound

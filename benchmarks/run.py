@@ -20,10 +20,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--case", action="append", help="case to run (repeatable); default: all, in order "
-                   "peak, sample, update, pretrain, rollout, iteration; 'reference' (the reference Hopper iteration "
-                   "with all 5 epochs), 'xla' (XLA against plain tf.function) and the speed-and-scale cases 'envpool', "
-                   "'overlap', 'bf16', 'distribute', 'budget', 'robosuite' (Can: env.vector sync vs subprocess) run "
-                   "only when named")
+                   "peak, sample, update, pretrain, rollout, iteration, robosuite (Can: env.vector sync vs subprocess); "
+                   "'reference' (the reference Hopper iteration with all 5 epochs), 'xla' (XLA against plain "
+                   "tf.function) and the speed-and-scale cases 'envpool', 'overlap', 'bf16', 'distribute', 'budget' "
+                   "run only when named")
     p.add_argument("--quick", action="store_true", help="smaller sizes (see benchmarks/notes.md)")
     p.add_argument("--tag", default="", help="label stored in each record (e.g. 'before-xla')")
     p.add_argument("--no-md", action="store_true", help="do not rewrite results.md")
