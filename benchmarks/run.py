@@ -20,7 +20,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--case", action="append", help="case to run (repeatable); default: all, in order "
-                   "peak, sample, update, pretrain, rollout, iteration, robosuite (Can: env.vector sync vs subprocess); "
+                   "peak, sample, update, pretrain, rollout, iteration, robosuite (Can: env.vector sync vs "
+                   "subprocess); "
                    "'reference' (the reference Hopper iteration with all 5 epochs), 'xla' (XLA against plain "
                    "tf.function) and the speed-and-scale cases 'envpool', 'overlap', 'bf16', 'distribute', 'budget' "
                    "run only when named")
