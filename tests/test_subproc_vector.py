@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf  # loaded here, so the workers' TensorFlow check below means something
 
 from dppo.envs.factory import make_from_config, make_vector_env
-from dppo.envs.subproc import SubprocVectorEnv, WorkerError, _merge_infos
-from dppo.envs.vector import AutoresetMode
+from dppo.envs.subproc import SubprocVectorEnv, WorkerError
+from dppo.envs.vector import AutoresetMode, merge_infos
 from dppo.runners.rollout import rollout
 
 _cartpole = partial(gym.make, "CartPole-v1")  # picklable, importable in a fresh process
@@ -124,7 +124,7 @@ def test_merged_infos_fill_masked_rows_as_sync_does():
     blocks = [{"final_obs": {"state": np.array([[10.0], [10.0]])}, "_final_obs": np.array([True, False])},
               {"final_obs": {"state": np.array([[40.0], [40.0]])}, "_final_obs": np.array([False, True])},
               {}]
-    out = _merge_infos(blocks, [2, 2, 1])
+    out = merge_infos(blocks, [2, 2, 1])
     np.testing.assert_array_equal(out["_final_obs"], [True, False, False, True, False])
     np.testing.assert_array_equal(out["final_obs"]["state"][:, 0], [10, 10, 10, 40, 10])
 

@@ -13,7 +13,7 @@ gives that copy). Per minibatch:
 1. everything that depends on the whole minibatch is computed once, in cross-replica context: PPO's advantage
    normalisation and quantile clipping (over the minibatch's env steps, as the one-device loss does), and the
    diffusion pre-training loss's random timesteps and noise (drawn from the same stream in the same order);
-2. each replica takes its contiguous share of the rows, computes the unchanged loss (``PPOLearner.loss``,
+2. each replica takes its contiguous share of the rows, computes the unchanged loss (``PPOLearner.rows_gradients``,
    ``model.loss``) on it and its gradients, weighted by its share of the rows;
 3. the weighted losses, terms and gradients are summed across replicas (= the minibatch means), and the optimizer
    steps once, with the fused kernel on every device's copy (``dppo.utils.optim.AdamW``).
@@ -26,13 +26,11 @@ So for the same global batch the losses and updates equal the one-device ones up
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
 
-from dppo.algos.ppo import PPOBatch, PPOLearner, prepare_advantages
-from dppo.utils.cond import gather_cond
+from dppo.algos.ppo import PPOBatch, PPOLearner, prepare_advantages, splits_exactly
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -69,18 +67,6 @@ def weighted(weight: tf.Tensor, value: Any) -> Any:
     return tf.nest.map_structure(lambda x: tf.math.multiply_no_nan(x, tf.cast(weight, x.dtype)), value)
 
 
-@contextlib.contextmanager
-def advantages_prepared(policy: Any) -> Iterator[None]:
-    """While the replicas' loss is traced, ``ppo_terms`` takes the advantages as given (they were prepared over
-    the whole minibatch): the two options it reads at trace time are switched off, then restored."""
-    saved = policy.norm_adv, policy.clip_adv_quantiles
-    policy.norm_adv, policy.clip_adv_quantiles = False, (0.0, 1.0)
-    try:
-        yield
-    finally:
-        policy.norm_adv, policy.clip_adv_quantiles = saved
-
-
 class MirroredPPOLearner(PPOLearner):
     """``PPOLearner`` whose minibatch gradients are computed data-parallel by ``strategy`` (see the module
     docstring). Build the policy and the optimizers inside ``strategy.scope()``; this learner itself may be built
@@ -92,9 +78,8 @@ class MirroredPPOLearner(PPOLearner):
         if self.micro_batch:  # this learner's minibatch_gradients splits rows across replicas, not in chunks
             raise ValueError("train.micro_batch is not supported with train.distribute (each replica already "
                              "computes only its share of the minibatch); set one of them to null")
-        policy = self.policy
-        if hasattr(policy, "extra_loss") and not getattr(policy, "extra_loss_row_mean", False):
-            raise ValueError(f"train.distribute: the extra_loss of {type(policy).__name__} is not a mean over the "
+        if not splits_exactly(self.policy):
+            raise ValueError(f"train.distribute: the extra_loss of {type(self.policy).__name__} is not a mean over the "
                              "minibatch's rows, so replicas cannot split it; run this method on one device")
 
     def update(self, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -103,25 +88,14 @@ class MirroredPPOLearner(PPOLearner):
 
     def minibatch_gradients(self, batch: PPOBatch, i: tf.Tensor, vars_: list, vf_coef, ent_coef):
         n = tf.size(i)
-        mb = (gather_cond(batch.cond, i), tf.gather(batch.samples, i), tf.gather(batch.returns, i),
-              tf.gather(batch.values, i), prepare_advantages(self.policy, tf.gather(batch.advantages, i)),
-              tf.gather(batch.log_probs, i))
+        adv = prepare_advantages(self.policy, tf.gather(batch.advantages, i))  # over the whole minibatch
 
-        def replica(mb):
+        def replica(i, adv):
             start, end, w = replica_rows(n)
-            part = tf.nest.map_structure(lambda x: x[start:end], mb)
-            with tf.GradientTape() as tape:
-                terms = self.loss(*part)
-                loss = terms["pg_loss"] + ent_coef * terms["entropy_loss"] + vf_coef * terms["v_loss"]
-                if "extra_loss" in terms:  # a row-mean term: each replica's share is weighted like the others
-                    loss += terms["extra_loss"]
-            grads = tape.gradient(loss, vars_)
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, vars_)]
-            return weighted(w, (loss, terms, grads))
+            return weighted(w, self.rows_gradients(batch, i[start:end], adv[start:end], vars_, vf_coef, ent_coef,
+                                                   adv_prepared=True))
 
-        with advantages_prepared(self.policy):
-            per_replica = self.strategy.run(replica, args=(mb,))
-        loss, terms, grads = self.strategy.reduce(SUM, per_replica, axis=None)
+        loss, terms, grads = self.strategy.reduce(SUM, self.strategy.run(replica, args=(i, adv)), axis=None)
         return loss, terms, list(grads)
 
 

@@ -8,11 +8,11 @@ autoreset mode). ``env.vector`` says where the per-env stacks are stepped: ``syn
 inter-process costs for cheap envs (1.5-2.5x measured for MuJoCo locomotion); ``subprocess``
 (:class:`dppo.envs.subproc.SubprocVectorEnv`) in ``env.n_workers`` spawned processes (default
 ``min(n_envs, cpu count)``), each stepping a contiguous block of the envs - for heavy envs such as robosuite
-(1.7x with 4 workers on two cores). A task may register a batched implementation that runs all envs of a run
-as one vector env with the same results (Avoid's ``AvoidVectorEnv``, tens of times faster); with
-``env.batched`` (default true) the factory uses it whenever it can reproduce the config's wrapper stack (also
-when ``env.vector`` is ``subprocess``: the batched env wins, with a logged note), and the per-env stack
-otherwise. ``env.backend`` picks who steps the physics: ``gymnasium`` (default) or ``envpool`` (the optional
+(1.85x with 2 workers on two quiet cores, benchmarks/notes.md). A task may register a batched implementation
+that runs all envs of a run as one vector env with the same results (Avoid's ``AvoidVectorEnv``, tens of times
+faster); with ``env.batched`` (default true) the factory uses it whenever it can reproduce the config's wrapper
+stack (also when ``env.vector`` is ``subprocess``: the batched env wins, with a logged note), and the per-env
+stack otherwise. ``env.backend`` picks who steps the physics: ``gymnasium`` (default) or ``envpool`` (the optional
 ``envpool`` package, ``pip install -e '.[fast]'``: C++ threads, for the tasks that register an EnvPool hook -
 the MuJoCo locomotion robots; see :mod:`dppo.envs.envpool_vector`; it does not combine with ``subprocess``).
 When envpool is not installed the factory logs why and builds the gymnasium envs. ``env.overlap`` (default

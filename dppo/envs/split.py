@@ -19,13 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dppo.envs.vector import VectorEnv
-
-
-def _concat(parts: Sequence[Any]) -> Any:
-    if isinstance(parts[0], dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return np.concatenate(parts)
+from dppo.envs.vector import VectorEnv, concat_obs, merge_infos
 
 
 def _part_seed(seed: int | Sequence[int | None] | None, start: int, n: int) -> int | list[int | None] | None:
@@ -33,29 +27,6 @@ def _part_seed(seed: int | Sequence[int | None] | None, start: int, n: int) -> i
     if seed is None or not isinstance(seed, Sequence):
         return None if seed is None else int(seed) + start
     return list(seed[start:start + n])
-
-
-def merge_infos(infos: Sequence[dict[str, Any]], sizes: Sequence[int]) -> dict[str, Any]:
-    """The per-env infos of consecutive groups of envs as one: each ``key`` with its ``_key`` mask; a group
-    without the key gets rows repeating a valid one, masked out (as the sync vector env fills them)."""
-    out: dict[str, Any] = {}
-    keys = [k for k in dict.fromkeys(k for info in infos for k in info) if not k.startswith("_")]
-    for key in keys:
-        template = next(info[key] for info in infos if key in info)
-        first = (lambda x: x[:1]) if not isinstance(template, dict) else (lambda x: {k: v[:1] for k, v in x.items()})
-        parts, masks = [], []
-        for info, n in zip(infos, sizes):
-            if key in info:
-                parts.append(info[key])
-                masks.append(np.asarray(info.get(f"_{key}", np.ones(n, bool))))
-            else:
-                row = first(template)
-                parts.append({k: np.repeat(v, n, axis=0) for k, v in row.items()} if isinstance(row, dict)
-                             else np.repeat(row, n, axis=0))
-                masks.append(np.zeros(n, bool))
-        out[key] = _concat(parts)
-        out[f"_{key}"] = np.concatenate(masks)
-    return out
 
 
 class SplitVectorEnv(VectorEnv):
@@ -74,11 +45,11 @@ class SplitVectorEnv(VectorEnv):
         for h, start in zip(self.halves, self.offsets):
             opts = options[start:start + h.num_envs] if isinstance(options, Sequence) else options
             out.append(h.reset(seed=_part_seed(seed, int(start), h.num_envs), options=opts))
-        return _concat([o for o, _ in out]), merge_infos([i for _, i in out], self.sizes)
+        return concat_obs([o for o, _ in out]), merge_infos([i for _, i in out], self.sizes)
 
     def step(self, actions: np.ndarray):
         results = [h.step(actions[a:b]) for h, a, b in zip(self.halves, self.offsets[:-1], self.offsets[1:])]
-        return (_concat([r[0] for r in results]), *(np.concatenate([r[k] for r in results]) for k in (1, 2, 3)),
+        return (concat_obs([r[0] for r in results]), *(np.concatenate([r[k] for r in results]) for k in (1, 2, 3)),
                 merge_infos([r[4] for r in results], self.sizes))
 
     def call(self, name: str, *args, **kwargs) -> list[Any]:

@@ -8,8 +8,8 @@ concatenated into what one SyncVectorEnv over all envs returns (masked-out info 
 
 Workers are started with the ``spawn`` method (forking a process in which TensorFlow runs is unsafe) and talk
 over pipes; they import the env modules, never TensorFlow (the env factory and the task modules do not import
-it). It pays off for envs whose step is heavy Python/physics work (robosuite: 1.7x measured with 4 workers on
-two cores, benchmarks/notes.md), not for cheap envs, where the pipes cost more than the step.
+it). It pays off for envs whose step is heavy Python/physics work (robosuite: 1.85x measured with 2 workers on
+two quiet cores, benchmarks/notes.md), not for cheap envs, where the pipes cost more than the step.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from dppo.envs.vector import AutoresetMode, SyncVectorEnv, VectorEnv, env_seeds
+from dppo.envs.vector import AutoresetMode, SyncVectorEnv, VectorEnv, concat_obs, env_seeds, merge_infos
 
 __all__ = ["SubprocVectorEnv", "WorkerError"]
 
@@ -72,35 +72,6 @@ def _worker(conn: Connection, env_fns: Sequence[Callable[[], gym.Env]],
         if venv is not None:
             venv.close()
         conn.close()
-
-
-def _concat(parts: Sequence[Any]) -> Any:
-    if isinstance(parts[0], dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return np.concatenate(parts)
-
-
-def _rows(x: Any, idx: Any) -> Any:
-    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
-
-
-def _merge_infos(infos: Sequence[dict[str, Any]], sizes: Sequence[int]) -> dict[str, Any]:
-    """The blocks' infos as SyncVectorEnv returns them for all envs: each key with its ``_key`` mask, rows
-    without the key repeating the first valid row."""
-    out: dict[str, Any] = {}
-    starts = np.cumsum([0, *sizes])
-    for key in dict.fromkeys(k for info in infos for k in info if not k.startswith("_")):
-        mask = np.concatenate([np.asarray(info[f"_{key}"]) if key in info else np.zeros(n, bool)
-                               for info, n in zip(infos, sizes)])
-        j = int(np.argmax(mask))  # the first valid row overall
-        b = int(np.searchsorted(starts, j, side="right")) - 1
-        first = _rows(infos[b][key], slice(j - starts[b], j - starts[b] + 1))
-        merged = _concat([info[key] if key in info else _rows(first, np.zeros(n, int))
-                          for info, n in zip(infos, sizes)])
-        for v, row in (((merged[k], first[k]) for k in merged) if isinstance(merged, dict) else [(merged, first)]):
-            v[~mask] = row[0]
-        out[key], out[f"_{key}"] = merged, mask
-    return out
 
 
 class SubprocVectorEnv(VectorEnv):
@@ -200,13 +171,13 @@ class SubprocVectorEnv(VectorEnv):
         seeds = self._split(env_seeds(seed, self.num_envs))
         self._send("reset", list(zip(seeds, self._split(options))))
         out = self._gather("reset")
-        return _concat([o for o, _ in out]), _merge_infos([i for _, i in out], self.sizes)
+        return concat_obs([o for o, _ in out]), merge_infos([i for _, i in out], self.sizes)
 
     def step(self, actions: np.ndarray):
         self._send("step", self._split(np.asarray(actions)))
         out = self._gather("step")
-        return (_concat([r[0] for r in out]), *(np.concatenate([r[k] for r in out]) for k in (1, 2, 3)),
-                _merge_infos([r[4] for r in out], self.sizes))
+        return (concat_obs([r[0] for r in out]), *(np.concatenate([r[k] for r in out]) for k in (1, 2, 3)),
+                merge_infos([r[4] for r in out], self.sizes))
 
     def call(self, name: str, *args, **kwargs) -> list[Any]:
         self._send("call", [(name, args, kwargs)] * self.n_workers)

@@ -26,13 +26,44 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["AutoresetMode", "SyncVectorEnv", "VectorEnv", "env_seeds", "resets_within_step", "stack_obs"]
+__all__ = ["AutoresetMode", "SyncVectorEnv", "VectorEnv", "concat_obs", "env_seeds", "merge_infos",
+           "resets_within_step", "stack_obs"]
 
 
 def stack_obs(items: Sequence[Any]) -> Any:
     if isinstance(items[0], dict):
         return {k: np.stack([o[k] for o in items]) for k in items[0]}
     return np.stack(items)
+
+
+def concat_obs(parts: Sequence[Any]) -> Any:
+    """Observations (arrays or dicts of arrays) of consecutive groups of envs as one batch."""
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+def _rows(x: Any, idx: Any) -> Any:
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+
+def merge_infos(infos: Sequence[dict[str, Any]], sizes: Sequence[int]) -> dict[str, Any]:
+    """The infos of consecutive groups of ``sizes`` envs as :class:`SyncVectorEnv` returns them for all envs at
+    once: each key with its ``_key`` mask, and every masked-out row repeating the first valid row overall."""
+    out: dict[str, Any] = {}
+    starts = np.cumsum([0, *sizes])
+    for key in dict.fromkeys(k for info in infos for k in info if not k.startswith("_")):
+        mask = np.concatenate([np.asarray(info.get(f"_{key}", np.ones(n, bool))) if key in info
+                               else np.zeros(n, bool) for info, n in zip(infos, sizes)])
+        j = int(np.argmax(mask))  # the first valid row overall
+        b = int(np.searchsorted(starts, j, side="right")) - 1
+        first = _rows(infos[b][key], slice(j - starts[b], j - starts[b] + 1))
+        merged = concat_obs([info[key] if key in info else _rows(first, np.zeros(n, int))
+                             for info, n in zip(infos, sizes)])
+        for v, row in (((merged[k], first[k]) for k in merged) if isinstance(merged, dict) else [(merged, first)]):
+            v[~mask] = row[0]
+        out[key], out[f"_{key}"] = merged, mask
+    return out
 
 
 def env_seeds(seed: int | Sequence[int | None] | None, n_envs: int) -> list[int | None]:
