@@ -187,3 +187,19 @@ def test_image_obs_upright_and_video(tmp_path):
         assert rec.path.is_file() and rec.path.stat().st_size > 0
     finally:
         env.close()
+
+
+@pytest.mark.skipif(not _can_render(), reason="needs offscreen OpenGL (MUJOCO_GL=egl or osmesa)")
+def test_no_reflections_same_eye_in_hand_images():
+    """The reflection pass only shows where a camera sees a reflective surface: the eye-in-hand image is the same
+    without it, agentview's (the table mirrors the robot) is not."""
+    cams = ["robot0_eye_in_hand", "agentview"]
+    envs = [make_robosuite_env("can", use_image=True, cameras=cams, image_size=32, seed=0, reflections=r)
+            for r in (True, False)]
+    try:
+        (a, _), (b, _) = (e.reset(seed=0) for e in envs)
+        np.testing.assert_array_equal(a["rgb"][:3], b["rgb"][:3])
+        assert np.abs(a["rgb"][3:] - b["rgb"][3:]).max() > 10
+    finally:
+        for e in envs:
+            e.close()
