@@ -634,10 +634,11 @@ def default_out(task: str, use_image: bool) -> Path:
 
 def collect(task: str, n: int, seed: int = 0, use_image: bool = False, out: str | Path | None = None,
             max_attempts: int | None = None, attempts_report: int = 50, verbose: bool = True,
-            write: bool = True, reflections: bool = True) -> dict:
+            write: bool = True, reflections: bool = True, image_size: int = 96) -> dict:
     """Run scripted episodes until ``n`` succeed (or ``max_attempts``, default 3n + 20), keep the successful
     ones and write them with :func:`write_dataset` (``include_zero=True``, the reference's robomimic quirk).
-    ``reflections=False`` renders camera images without MuJoCo's reflection pass (faster; see the env).
+    ``image_size`` is the cameras' square size; ``reflections=False`` renders camera images without MuJoCo's
+    reflection pass (faster; see the env).
 
     Returns statistics: attempts, successes, success rate overall and over the first ``attempts_report``
     attempts, trajectory lengths, transitions, wall time and the output path.
@@ -647,7 +648,7 @@ def collect(task: str, n: int, seed: int = 0, use_image: bool = False, out: str 
     if task not in SCRIPTS:
         raise ValueError(f"no scripted demonstrator for {task!r}")
     max_attempts = max_attempts if max_attempts is not None else 3 * n + 20
-    env = make_robosuite_env(task, use_image=use_image, seed=seed, reflections=reflections)
+    env = make_robosuite_env(task, use_image=use_image, seed=seed, reflections=reflections, image_size=image_size)
     trajs, outcomes, steps_total = [], [], 0
     t0 = time.time()
     try:
@@ -706,8 +707,9 @@ def cli(argv: list[str] | None = None) -> dict:
     p.add_argument("--n", type=int, default=100, help="successful demonstrations to keep")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output dir (default $DPPO_DATA_DIR|data/robomimic/<task>[-img])")
-    p.add_argument("--images", action="store_true", help="also record the task's 96x96 camera images "
+    p.add_argument("--images", action="store_true", help="also record the task's camera images "
                                                          "(slow on CPU: ~50 ms per frame)")
+    p.add_argument("--image-size", type=int, default=96, help="square camera image size (the reference: 96)")
     p.add_argument("--no-reflections", dest="reflections", action="store_false",
                    help="render images without MuJoCo's reflection pass (~3x faster on CPU; the eye-in-hand "
                         "camera's images are the same)")
@@ -720,7 +722,7 @@ def cli(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     stats = collect(a.task, a.n, seed=a.seed, use_image=a.images, out=a.out, max_attempts=a.max_attempts,
                     attempts_report=a.attempts_report, verbose=not a.quiet, write=not a.no_write,
-                    reflections=a.reflections)
+                    reflections=a.reflections, image_size=a.image_size)
     print(format_stats(stats))
     return stats
 
