@@ -58,6 +58,11 @@ def test_table_numbers_cis_and_panels(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| all | A | 3 | 30 | 10 |" in printed and (tmp_path / "one.md").is_file()  # (6 + 9 + 15) / 3
 
+    # --max-x 20: the same runs cut at 20 env steps (points at 0, 10, 20): last values 4, 7, 13 -> mean 8
+    dppo_main(["compare", str(tmp_path / "cut.png"), f"A={tmp_path / 'runs' / 'a_hopper_*'}", "--last-k", "1",
+               "--panel", "none", "--max-x", "20", "--reps", "500"])
+    assert "| all | A | 3 | 20 | 8 |" in capsys.readouterr().out
+
 
 def test_errors_name_the_problem(tmp_path):
     make_run(tmp_path / "r0", "avoiding-m5", [0, 10], [0.1, 0.2])

@@ -128,8 +128,8 @@ def match_runs(pattern: str) -> list[Path]:
 
 
 def load_runs(groups: Mapping[str, str], metric: str, x_key: str = "env_steps",
-              panel_key: str | None = None) -> dict[str, list[Run]]:
-    """label -> its runs (those with at least one finite point of ``metric``)."""
+              panel_key: str | None = None, max_x: float | None = None) -> dict[str, list[Run]]:
+    """label -> its runs (those with at least one finite point of ``metric``, up to ``max_x`` if given)."""
     out: dict[str, list[Run]] = {}
     for label, pattern in groups.items():
         runs, missing = [], []
@@ -141,7 +141,7 @@ def load_runs(groups: Mapping[str, str], metric: str, x_key: str = "env_steps",
             if y is None or x is None or not np.isfinite(y).any():
                 missing.append((run_dir, sorted(cols)))
                 continue
-            ok = np.isfinite(y) & np.isfinite(x)
+            ok = np.isfinite(y) & np.isfinite(x) & (x <= (np.inf if max_x is None else max_x))
             panel = "all" if panel_key == "none" else config_value(run_dir, panel_key)
             runs.append(Run(run_dir, panel, x[ok], y[ok]))
         if not runs:
@@ -293,11 +293,12 @@ def plot(path: str | Path, runs_by_label: Mapping[str, Sequence[Run]], metric: s
 
 def compare(out: str | Path, groups: Mapping[str, str], metric: str = "eval/avg_episode_reward",
             last_k: int = 3, panel_key: str | None = None, band_kind: str = "std", reps: int = 2000,
-            x_key: str = "env_steps", seed: int = 0) -> tuple[list[Row], str]:
-    """Figure ``out``, table ``out`` with suffix .md; returns the rows and the Markdown."""
+            x_key: str = "env_steps", seed: int = 0, max_x: float | None = None) -> tuple[list[Row], str]:
+    """Figure ``out``, table ``out`` with suffix .md; returns the rows and the Markdown. ``max_x`` keeps only the
+    points up to that x (an equal env-step budget for runs of different lengths)."""
     if last_k < 1:
         raise CompareError(f"--last-k must be >= 1, got {last_k}")
-    runs = load_runs(groups, metric, x_key, panel_key)
+    runs = load_runs(groups, metric, x_key, panel_key, max_x)
     png, notes = plot(out, runs, metric, x_key, band_kind)
     rows = final_table(runs, last_k, reps, seed)
     text = markdown(rows, metric, last_k, reps)
@@ -338,10 +339,12 @@ def cli(argv: list[str] | None = None) -> list[Row]:
                    help="band around the mean: std over runs (default) or a 95%% t-interval of the mean")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replications (default 2000)")
     p.add_argument("--x", default="env_steps", help="x-axis column (default env_steps)")
+    p.add_argument("--max-x", type=float, default=None,
+                   help="only the points up to this x (compare runs of different lengths at one budget)")
     args = p.parse_args(argv)
     try:
         rows, text = compare(args.out, parse_groups(args.runs), args.metric, args.last_k, args.panel, args.band,
-                             args.reps, args.x)
+                             args.reps, args.x, max_x=args.max_x)
     except CompareError as e:
         sys.exit(f"error: {e}")
     print(text, end="")
