@@ -141,7 +141,9 @@ def load_runs(groups: Mapping[str, str], metric: str, x_key: str = "env_steps",
             if y is None or x is None or not np.isfinite(y).any():
                 missing.append((run_dir, sorted(cols)))
                 continue
-            ok = np.isfinite(y) & np.isfinite(x) & (x <= (np.inf if max_x is None else max_x))
+            ok = np.isfinite(y) & np.isfinite(x)
+            if max_x is not None:
+                ok &= x <= max_x
             panel = "all" if panel_key == "none" else config_value(run_dir, panel_key)
             runs.append(Run(run_dir, panel, x[ok], y[ok]))
         if not runs:
