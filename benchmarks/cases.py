@@ -268,6 +268,56 @@ def case_pretrain(quick: bool) -> list[dict]:
     return out
 
 
+def case_ceiling(quick: bool) -> list[dict]:
+    """What bounds the update and pre-training fractions of the probe. (1) The gym actor's own matmuls and
+    nothing else: for each 2-D kernel W of the DiffusionMLP, the forward x @ W and the backward dy @ W^T and
+    x^T @ dy, at the rows of a pre-training minibatch (128) and of the update's minibatches (5000 and 50000
+    transitions). (2) The pre-training step at batch 128 with its AdamW step, and the same compiled epoch with
+    the AdamW step replaced by reading the gradient norm (interleaved)."""
+    net = B.diffusion_mlp()
+    net(tf.zeros((2, 4, 3)), tf.zeros((2,), tf.int32), {"state": tf.zeros((2, 1, 11))})
+    kernels = [w for w in net.trainable_variables if len(w.shape) == 2]
+    out = []
+    for rows in (128, 5000, 50000):
+        xs = [tf.Variable(tf.random.normal((rows, w.shape[0]))) for w in kernels]  # variables: nothing folds
+        dys = [tf.Variable(tf.random.normal((rows, w.shape[1]))) for w in kernels]
+        flop = sum(3 * 2 * rows * int(w.shape[0]) * int(w.shape[1]) for w in kernels)
+        reps = max(1, int((5e9 if quick else 2e10) // flop))
+
+        @tf.function
+        def products(n, xs=xs, dys=dys):
+            total = tf.constant(0.0)
+            for _ in tf.range(n):
+                for w, x, dy in zip(kernels, xs, dys):
+                    total += (tf.reduce_sum(tf.matmul(x, w)) + tf.reduce_sum(tf.matmul(dy, w, transpose_b=True))
+                              + tf.reduce_sum(tf.matmul(x, dy, transpose_a=True)))
+            return total
+
+        n = tf.constant(reps)
+        r = timed_vs_peak(lambda n=n: float(products(n)), flop * reps)
+        out.append(record("ceiling", f"actor matmuls alone, {rows} rows",
+                          {"rows": rows, "kernels": [list(map(int, w.shape)) for w in kernels], "calls": reps},
+                          r, f"{r['gflops']:.1f} GFLOP/s = {100 * r['fraction_of_peak']:.0f}% of the matmul probe "
+                             f"in wall time, {100 * r['fraction_of_peak_cpu']:.0f}% in CPU time"))
+    windows = _size(quick)["pretrain_windows"]
+    agents = {"with AdamW": _pretrain_agent(128, windows), "gradient norm only": _pretrain_agent(128, windows)}
+    sink = tf.Variable(0.0)
+    agents["gradient norm only"].optimizer.apply = lambda grads: sink.assign_add(tf.linalg.global_norm(grads))
+    order = tf.constant(agents["with AdamW"].dataset.permutation(1))
+    n_windows = len(agents["with AdamW"].dataset)
+    steps = -(-n_windows // 128)
+    fwd = B.matmul_flops_per_row(agents["with AdamW"].model.network)
+    res = timed_vs_peak_interleaved({k: (lambda a=a: float(a._train_epoch(order))) for k, a in agents.items()},
+                                    3 * fwd * n_windows)
+    for k, r in res.items():
+        out.append(record("ceiling", f"pretrain batch 128, {k}", {"batch_size": 128, "windows": n_windows},
+                          {**r, "ms_per_step": 1e3 * statistics.median(r["cpu_seconds"]) / steps},
+                          f"{1e3 * statistics.median(r['cpu_seconds']) / steps:.2f} ms per step (CPU), "
+                          f"{100 * r['fraction_of_peak']:.0f}% of the matmul probe in wall time, "
+                          f"{100 * r['fraction_of_peak_cpu']:.0f}% in CPU time"))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 def case_rollout(quick: bool) -> list[dict]:
     """Hopper-v5, 40 envs x n policy steps x 4 act steps: the runner's rollout with the model's act, the same
@@ -513,7 +563,7 @@ def case_xla(quick: bool) -> list[dict]:
 
 
 CASES = {"peak": case_peak, "sample": case_sample, "update": case_update, "pretrain": case_pretrain,
-         "rollout": case_rollout, "iteration": case_iteration}
+         "ceiling": case_ceiling, "rollout": case_rollout, "iteration": case_iteration}
 OPTIONAL = {"reference": case_reference, "xla": case_xla}  # run only when named with --case
 
 
@@ -858,13 +908,14 @@ OPTIONAL["distribute"] = case_distribute
 def case_budget(quick: bool) -> list[dict]:
     """The reference Hopper iteration (40 envs x 500 steps, batch 5000 env steps, 5 epochs; measured with 1 epoch
     and extrapolated as in the iteration case) with each of this issue's options: the default (gymnasium envs,
-    float32), env.overlap, env.backend=envpool, mixed_precision=mixed_bfloat16, and combinations. Iterations
-    interleaved across the agents (2 each; the second is reported)."""
+    float32), train.micro_batch, env.overlap, env.backend=envpool, mixed_precision=mixed_bfloat16, and
+    combinations. Iterations interleaved across the agents (2 each; the second is reported)."""
     from dppo.envs.factory import envpool_available
     from dppo.runners.ppo import TrainPPOAgent
     from dppo.utils.precision import set_policy
     steps = _size(quick)["ref_steps"]
-    variants = {"default": {}, "bf16": {"mixed_precision": "mixed_bfloat16"}, "overlap": {"env.overlap": True},
+    variants = {"default": {}, "micro-batch": {"train.micro_batch": MICRO},
+                "bf16": {"mixed_precision": "mixed_bfloat16"}, "overlap": {"env.overlap": True},
                 "overlap + bf16": {"env.overlap": True, "mixed_precision": "mixed_bfloat16"}}
     if envpool_available():
         variants["envpool"] = {"env.backend": "envpool"}

@@ -3,7 +3,9 @@
 Keras 3's optimizer emits many small ops per variable; inside our compiled update steps it cost ~6x the
 gradient computation on two CPU cores (measured in benchmarks/). This one is a single fused op per
 variable plus the decoupled weight decay p <- p - lr * wd * p applied first, as ``torch.optim.AdamW`` does.
-(The fused kernel adds eps to sqrt(v) before bias correction; the difference to PyTorch is O(eps).)
+The kernel adds its epsilon to sqrt(v) before the bias correction, which equals PyTorch's eps added to
+sqrt(v_hat) when it is given eps * sqrt(1 - beta_2^t); it is, so the step is PyTorch's, not just O(eps) from it.
+Gradient clipping is ``torch.nn.utils.clip_grad_norm_``'s: g * min(1, max_norm / (norm + 1e-6)).
 
 Built inside a ``tf.distribute`` strategy's scope (``train.distribute``, :mod:`dppo.algos.distributed`), its
 state is mirrored like the parameters, and ``apply`` (called with the all-reduced gradients in cross-replica
@@ -44,24 +46,27 @@ class AdamW(tf.Module):
         """One step; returns the global gradient norm (before clipping)."""
         norm = tf.linalg.global_norm(grads)
         if self.max_grad_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=norm)
+            scale = tf.minimum(1.0, self.max_grad_norm / (norm + 1e-6))
+            grads = [g * scale for g in grads]
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
         b1p, b2p = tf.pow(self.beta_1, t), tf.pow(self.beta_2, t)
+        eps = self.epsilon * tf.sqrt(1.0 - b2p)  # PyTorch's eps on sqrt(v_hat), in the kernel's terms (docstring)
         lr = self.learning_rate
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             if self._strategy is None:
-                self._step(p, g, m, v, lr, b1p, b2p)
+                self._step(p, g, m, v, lr, b1p, b2p, eps)
             else:  # every device's copy (p, m, v, lr are mirrored; update hands fn each device's component)
-                self._strategy.extended.update(_variable(p), self._step, args=(g, m, v, lr, b1p, b2p), group=False)
+                self._strategy.extended.update(_variable(p), self._step, args=(g, m, v, lr, b1p, b2p, eps),
+                                              group=False)
         return norm
 
-    def _step(self, p, g, m, v, lr, b1p, b2p) -> None:
+    def _step(self, p, g, m, v, lr, b1p, b2p, eps) -> None:
         if self.weight_decay:
             p.assign_sub(lr * self.weight_decay * p)
         tf.raw_ops.ResourceApplyAdam(var=p.handle, m=m.handle, v=v.handle, beta1_power=b1p, beta2_power=b2p,
-                                     lr=lr, beta1=self.beta_1, beta2=self.beta_2, epsilon=self.epsilon,
-                                     grad=g, use_locking=False)
+                                     lr=lr, beta1=self.beta_1, beta2=self.beta_2, epsilon=eps, grad=g,
+                                     use_locking=False)
 
 
 def _variable(p):
