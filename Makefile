@@ -13,7 +13,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --no-cache-dir -q -e ".[robomimic,dev]"
+	$(BIN)/pip install --no-cache-dir -q -e ".[robomimic,dev,fast]"
 	touch $(STAMP)
 
 demo: $(STAMP)
