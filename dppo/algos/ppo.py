@@ -249,7 +249,8 @@ class PPOLearner(tf.Module):
         start = (tf.constant(0), tf.constant(0.0), {k: tf.constant(0.0) for k in keys},
                  [tf.zeros_like(v) for v in vars_])
         # two chunks in flight: one's forward pass overlaps the other's backward pass and sums (batch 50000: 1.46x in
-        # wall time on two cores, benchmarks/notes.md); more would only hold more chunks' activations at once
+        # wall time on two cores shared with other jobs, 1.02x on quiet ones, benchmarks/notes.md); more would only
+        # hold more chunks' activations at once
         _, loss, terms, grads = tf.while_loop(lambda c, *_: c < n_chunks, chunk, start, parallel_iterations=2)
         return loss, terms, grads
 
