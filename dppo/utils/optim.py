@@ -3,8 +3,8 @@
 Keras 3's optimizer emits many small ops per variable; inside our compiled update steps it cost ~6x the
 gradient computation on two CPU cores (measured in benchmarks/). This one is a single fused op per
 variable plus the decoupled weight decay p <- p - lr * wd * p applied first, as ``torch.optim.AdamW`` does.
-The kernel adds its epsilon to sqrt(v) before the bias correction, which equals PyTorch's eps added to
-sqrt(v_hat) when it is given eps * sqrt(1 - beta_2^t); it is, so the step is PyTorch's, not just O(eps) from it.
+The kernel adds its epsilon to sqrt(v) before the bias correction; given eps * sqrt(1 - beta_2^t) instead of
+eps, its step is exactly PyTorch's (eps added to sqrt(v_hat)).
 Gradient clipping is ``torch.nn.utils.clip_grad_norm_``'s: g * min(1, max_norm / (norm + 1e-6)).
 
 Built inside a ``tf.distribute`` strategy's scope (``train.distribute``, :mod:`dppo.algos.distributed`), its
